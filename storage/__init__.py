@@ -1,0 +1,1 @@
+"""etcdlite.storage."""
