@@ -1,0 +1,35 @@
+"""EtcdConfig: everything a member needs to start, with etcd's defaults.
+
+The CLI fills it from etcd's flags and ``ETCD_*`` variables; the embedding API from
+keyword arguments. Fields are etcd's flags in snake case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MAX_TXN_OPS = 128
+DEFAULT_MAX_REQUEST_BYTES = 1_572_864
+GRPC_OVERHEAD_BYTES = 512 * 1024
+"""gRPC accepts messages this much larger than --max-request-bytes (as etcd does)."""
+
+
+@dataclass
+class EtcdConfig:
+    name: str = "default"
+    data_dir: Path | None = None
+    """None: ``<name>.etcd`` in the working directory."""
+    listen_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    advertise_client_urls: list[str] | None = None
+    """None: the listen URLs, with the ports actually bound."""
+    initial_advertise_peer_urls: list[str] = field(
+        default_factory=lambda: ["http://localhost:2380"]
+    )
+    initial_cluster_token: str = "etcd-cluster"
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    log_level: str = "info"
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else Path(f"{self.name}.etcd")

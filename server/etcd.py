@@ -1,0 +1,196 @@
+"""Etcd: one member's state and request pipeline, without the network.
+
+The servicers call it; it owns the backend, the MVCC store, membership, alarms, the
+applier, the commit path (``LocalNode`` for now) and the compactor.
+
+Reads (Range, read-only Txn) are answered from the local store at once: writes are
+acknowledged only after they are applied, so a read sees every acknowledged write
+(linearizable on a single member). Writes become ``Proposal``s with a fresh request id
+and go through the commit path; the caller awaits the applied result.
+
+Example (inside a running event loop)::
+
+    etcd = Etcd(EtcdConfig(data_dir=tmp), logger)
+    etcd.start()
+    resp = await etcd.put(PutRequest(key=b"k", value=b"v"))
+    resp.header.revision            # 2
+    etcd.range(RangeRequest(key=b"k")).kvs[0].value   # b"v"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.protobuf.message import Message
+
+from etcdlite.protos.rpc_pb2 import (
+    AlarmRequest,
+    AlarmResponse,
+    AlarmType,
+    CompactionRequest,
+    CompactionResponse,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    MemberListResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    ResponseHeader,
+    StatusResponse,
+    TxnRequest,
+    TxnResponse,
+)
+from etcdlite.server import kv
+from etcdlite.server.alarms import AlarmStore
+from etcdlite.server.apply import Applier, Proposal
+from etcdlite.server.clock import Clock, SystemClock
+from etcdlite.server.compactor import Compactor
+from etcdlite.server.config import EtcdConfig
+from etcdlite.server.errors import RequestTooLarge, ServerStopped
+from etcdlite.server.ids import IdGenerator
+from etcdlite.server.log import Logger
+from etcdlite.server.membership import Membership
+from etcdlite.server.node import LocalNode
+from etcdlite.server.version import ETCD_VERSION
+from etcdlite.server.wait import Wait
+from etcdlite.storage.backend import LmdbBackend
+from etcdlite.storage.mvcc import Store
+
+_PROPOSAL_HEADER_BYTES = 14
+"""What etcd's internal request adds around a client request (request header with a
+64-bit id, plus the field tag): --max-request-bytes is checked against the sum."""
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+class Etcd:
+    def __init__(
+        self,
+        cfg: EtcdConfig,
+        logger: Logger,
+        clock: Clock | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ):
+        self.cfg = cfg
+        self._log = logger
+        self._clock = clock if clock is not None else SystemClock()
+        self._on_fatal_cb = on_fatal
+        self.data_dir = cfg.resolved_data_dir()
+        self.backend = LmdbBackend(self.data_dir / "member" / "db")
+        self.store = Store(self.backend)
+        self.membership = Membership(self.backend, cfg)
+        self.alarms = AlarmStore(self.backend)
+        self.applier = Applier(self.store, self.alarms)
+        self.wait = Wait()
+        self.compactor = Compactor(self.store)
+        self.node = LocalNode(self.applier, self.wait, self.compactor.kick, self._fatal)
+        self.member_id = self.membership.local_id
+        self.cluster_id = self.membership.cluster_id
+        self._ids = IdGenerator(self.member_id, int(self._clock.wall() * 1000))
+        self._max_request_bytes = cfg.max_request_bytes
+        self.stopped = False
+        self.fatal_error: BaseException | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the term; resume a physical compaction a previous run left unfinished."""
+        self.node.start()
+        self.compactor.kick()
+
+    def publish(self, client_urls: list[str]) -> None:
+        self.membership.publish(self.cfg.name, client_urls)
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.node.stop()
+        self.wait.fail_all(ServerStopped())
+        await self.compactor.stop()
+        self.backend.close()
+
+    def _fatal(self, exc: BaseException) -> None:
+        self.fatal_error = exc
+        self._log.fatal(
+            "cannot apply committed entries; stopping", error=f"{type(exc).__name__}: {exc}"
+        )
+        self.wait.fail_all(ServerStopped())
+        if self._on_fatal_cb is not None:
+            self._on_fatal_cb(exc)
+
+    # -- headers ----------------------------------------------------------------------
+
+    def fill_header(self, h: ResponseHeader) -> None:
+        """cluster_id, member_id, raft_term; revision too if the response left it 0."""
+        h.cluster_id = self.cluster_id
+        h.member_id = self.member_id
+        h.raft_term = self.node.term
+        if h.revision == 0:
+            h.revision = self.store.current_revision
+
+    def fill_member_header(self, h: ResponseHeader) -> None:
+        """Cluster RPC headers carry no revision (as etcd's)."""
+        h.cluster_id = self.cluster_id
+        h.member_id = self.member_id
+        h.raft_term = self.node.term
+
+    # -- KV ---------------------------------------------------------------------------
+
+    def range(self, r: RangeRequest) -> RangeResponse:
+        with self.store.read() as view:
+            return kv.range_(view, r)
+
+    async def put(self, r: PutRequest) -> PutResponse:
+        return await self._propose(r)  # type: ignore[return-value]
+
+    async def delete_range(self, r: DeleteRangeRequest) -> DeleteRangeResponse:
+        return await self._propose(r)  # type: ignore[return-value]
+
+    async def txn(self, r: TxnRequest) -> TxnResponse:
+        if kv.is_read_only(r):
+            with self.store.read() as view:
+                return kv.txn_read_only(view, r)
+        return await self._propose(r)  # type: ignore[return-value]
+
+    async def compact(self, r: CompactionRequest) -> CompactionResponse:
+        resp: CompactionResponse = await self._propose(r)  # type: ignore[assignment]
+        if r.physical:
+            await self.compactor.wait_finished(r.revision)
+        return resp
+
+    async def alarm(self, r: AlarmRequest) -> AlarmResponse:
+        return await self._propose(r)  # type: ignore[return-value]
+
+    async def _propose(self, r: Message) -> Message:
+        if self.stopped or self.fatal_error is not None:
+            raise ServerStopped()
+        size = r.ByteSize()
+        if size + _varint_len(size) + _PROPOSAL_HEADER_BYTES > self._max_request_bytes:
+            raise RequestTooLarge()
+        return await self.node.propose(Proposal(self._ids.next(), r))  # type: ignore[return-value]
+
+    # -- maintenance and cluster ------------------------------------------------------
+
+    def status(self) -> StatusResponse:
+        resp = StatusResponse(
+            version=ETCD_VERSION,
+            dbSize=self.backend.size(),
+            dbSizeInUse=self.backend.size_in_use(),
+            leader=self.member_id,
+            raftIndex=self.node.committed_index,
+            raftTerm=self.node.term,
+            raftAppliedIndex=self.node.applied_index,
+        )
+        for a in self.alarms.get():
+            resp.errors.append(f"memberID:{a.memberID} alarm:{AlarmType.Name(a.alarm)} ")
+        self.fill_header(resp.header)
+        return resp
+
+    def member_list(self) -> MemberListResponse:
+        resp = MemberListResponse(members=self.membership.members())
+        self.fill_member_header(resp.header)
+        return resp
