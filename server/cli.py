@@ -28,6 +28,7 @@ from etcdlite.server.config import EtcdConfig
 from etcdlite.server.log import LEVELS, Logger
 from etcdlite.server.runner import ConfigError, Runner
 from etcdlite.server.version import ETCD_VERSION, ETCDLITE_VERSION
+from etcdlite.storage.errors import StorageError
 
 IMPLEMENTED_VALUE_FLAGS = (
     "name", "data-dir", "listen-client-urls", "advertise-client-urls",
@@ -232,22 +233,37 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 async def _serve(cfg: EtcdConfig, logger: Logger) -> int:
     runner = Runner(cfg, logger, SystemClock())
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        logger.info("received signal; shutting down", signal=sig.name)
+        stop_requested.set()
+
+    # Handlers go in before the listeners open: a signal right after "ready" must
+    # still mean a clean stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await runner.start()
     except ConfigError as exc:
         logger.fatal("failed to start etcdlite", error=str(exc))
         return 1
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        logger.info("received signal; shutting down", signal=sig.name)
-        stopping.append(loop.create_task(runner.stop()))
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    await runner.wait_stopped()
+    except StorageError as exc:
+        logger.fatal(
+            "refusing to start: the data directory is damaged or not etcdlite's",
+            **{"data-dir": str(cfg.resolved_data_dir()), "error": str(exc)},
+        )
+        return 1
+    stopper = loop.create_task(_stop_when(stop_requested, runner))
+    await runner.wait_stopped()  # a signal, or a fatal error
+    stopper.cancel()
     return 1 if runner.fatal_error is not None else 0
+
+
+async def _stop_when(requested: asyncio.Event, runner: Runner) -> None:
+    await requested.wait()
+    await runner.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from etcdlite.protos.wire import SERVICES, StreamKind, WireMethod
 from etcdlite.server.api.status import to_status
@@ -40,6 +41,32 @@ def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+class Malformed:
+    """What the deserializer hands the handler for bytes that are not the message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def _parser(cls: type[Message]) -> Callable[[bytes], Any]:
+    parse = cls.FromString
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(str(exc))
+
+    return deserialize
+
+
+async def _abort_malformed(ctx: grpc.aio.ServicerContext, request: Malformed) -> None:
+    # grpc-go (and so etcd) answers undecodable requests with INTERNAL and this prefix.
+    await ctx.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {request.error}")
+
+
 def _unimplemented(m: WireMethod) -> Handler:
     message = f"etcdlite: {m.service}.{m.name} is not implemented yet"
 
@@ -59,6 +86,8 @@ def _unimplemented(m: WireMethod) -> Handler:
 
 def _guard_unary(fn: Callable[..., Awaitable[Any]], path: str, logger: Logger) -> Handler:
     async def handler(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        if type(request) is Malformed:
+            await _abort_malformed(ctx, request)
         try:
             return await fn(request, ctx)
         except grpc.aio.AbortError:
@@ -72,6 +101,8 @@ def _guard_unary(fn: Callable[..., Awaitable[Any]], path: str, logger: Logger) -
 
 def _guard_stream(fn: Callable[..., AsyncIterator[Any]], path: str, logger: Logger) -> Handler:
     async def handler(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if type(request) is Malformed:
+            await _abort_malformed(ctx, request)
         try:
             async for item in fn(request, ctx):
                 yield item
@@ -107,7 +138,7 @@ def generic_handlers(
             guard = _guard_stream if m.kind.response_streaming else _guard_unary
             table[m.name] = _FACTORIES[m.kind](
                 guard(fn, m.path, logger),
-                request_deserializer=m.request.FromString,
+                request_deserializer=_parser(m.request),
                 response_serializer=m.response.SerializeToString,
             )
         out.append(grpc.method_handlers_generic_handler(service, table))
