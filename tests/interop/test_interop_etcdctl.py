@@ -115,7 +115,9 @@ def test_endpoint_status_health_member_list(etcdlite_proc, etcdctl):
     assert s["raftIndex"] == s["raftAppliedIndex"] >= 1
     assert s["dbSize"] > 0
     health = etcdctl.run(ep, "endpoint", "health")
-    assert re.match(rf"{re.escape(ep)} is healthy: successfully committed proposal", health.stdout)
+    # etcdctl 3.4 prints the verdict on stderr, 3.5 on stdout.
+    assert re.match(rf"{re.escape(ep)} is healthy: successfully committed proposal",
+                    health.stdout + health.stderr)
     members = etcdctl.json(ep, "member", "list")
     assert "revision" not in members["header"]
     [m] = members["members"]
