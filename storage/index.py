@@ -84,7 +84,7 @@ class TreeIndex:
     def revisions(
         self, key: bytes, end: bytes | None, at: int, limit: int = 0
     ) -> tuple[list[Visible], int]:
-        """Keys live at ``at`` in the range, up to ``limit`` (0: all), and the total count."""
+        """Keys live at ``at`` in the range, up to ``limit`` (<= 0: all), and the total count."""
         out: list[Visible] = []
         total = 0
         for ki in self._key_indexes(key, end):
@@ -93,7 +93,7 @@ class TreeIndex:
             except RevisionNotFound:
                 continue
             total += 1
-            if not limit or len(out) < limit:
+            if limit <= 0 or len(out) < limit:
                 out.append((ki.key, mod, created, ver))
         return out, total
 

@@ -274,7 +274,9 @@ class Store:
                     break
                 rev, _tombstone = decode(raw)
                 scanned += 1
-                more = cursor.delete() if rev not in job.keep else cursor.next()
+                # delete() moves to the next record; past the last one it still returns
+                # True but leaves the cursor unpositioned (key() == b""): the end.
+                more = cursor.next() if rev in job.keep else cursor.delete() and cursor.key() != b""
             if more:
                 job.cursor = cursor.key()
                 if job.cursor < end:
