@@ -30,7 +30,8 @@ from etcdlite.protos.rpc_pb2 import (
 )
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
-from etcdlite.server.errors import EtcdError
+from etcdlite.server.errors import EtcdError, LeaseNotFound
+from etcdlite.server.kv import LeaseExists
 from etcdlite.storage.errors import Compacted, FutureRevision
 from etcdlite.storage.mvcc import Store
 
@@ -58,9 +59,15 @@ class Entry:
 _DOMAIN_ERRORS = (EtcdError, Compacted, FutureRevision)
 
 
+def no_leases(lease_id: int) -> bool:
+    """The lease lookup while etcdlite has no lessor: no lease exists."""
+    return False
+
+
 class Applier:
-    def __init__(self, store: Store, alarms: AlarmStore):
+    def __init__(self, store: Store, alarms: AlarmStore, lease_exists: LeaseExists = no_leases):
         self.store = store
+        self.lease_exists = lease_exists
         self.backend = store.backend
         self.alarms = alarms
         self.applied_index = self.backend.get_meta_int(CONSISTENT_INDEX, 0)
@@ -99,6 +106,9 @@ class Applier:
         return results
 
     def _put(self, r: Message) -> Message:
+        lease = r.lease  # type: ignore[attr-defined]
+        if lease and not self.lease_exists(lease):
+            raise LeaseNotFound()  # checked before ignore_value/ignore_lease, as etcd does
         txn = self.store.write()
         resp = kv.put(txn, r)  # type: ignore[arg-type]
         txn.end()
@@ -112,7 +122,7 @@ class Applier:
 
     def _txn(self, r: Message) -> Message:
         with self.store.read() as view:
-            return kv.txn_write(view, self.store.write, r)  # type: ignore[arg-type]
+            return kv.txn_write(view, self.store.write, r, self.lease_exists)  # type: ignore[arg-type]
 
     def _compact(self, r: Message) -> Message:
         self.store.compact(r.revision)  # type: ignore[attr-defined]

@@ -44,6 +44,10 @@ class InvalidSortOption(EtcdError):
     """A Range names a sort order or target that does not exist."""
 
 
+class LeaseNotFound(EtcdError):
+    """A put names a lease that does not exist."""
+
+
 class RequestTooLarge(EtcdError):
     """A proposal is bigger than --max-request-bytes."""
 
@@ -65,6 +69,7 @@ WIRE_ERRORS: dict[type[BaseException], tuple[str, str]] = {
     DuplicateKey: ("INVALID_ARGUMENT", "etcdserver: duplicate key given in txn request"),
     InvalidSortOption: ("INVALID_ARGUMENT", "etcdserver: invalid sort option"),
     RequestTooLarge: ("INVALID_ARGUMENT", "etcdserver: request is too large"),
+    LeaseNotFound: ("NOT_FOUND", "etcdserver: requested lease not found"),
     ServerStopped: ("UNAVAILABLE", "etcdserver: server stopped"),
     storage_errors.Compacted: (
         "OUT_OF_RANGE",

@@ -10,9 +10,9 @@ KEY with order NONE sorts ascending (but, as in etcd, still reads only ``limit +
 
 Txn: every compare (nested ones too) is evaluated on the snapshot taken before any op
 runs; the chosen branch's puts are then checked (ignore_value/ignore_lease need the key)
-and its ranges' revisions checked, all before the first write, so a failing txn changes
-nothing. Sub-responses carry a header holding only the revision; nested txn responses
-an empty header.
+(and their leases must exist) and its ranges' revisions checked, all before the first
+write, so a failing txn changes nothing. Sub-responses carry a header holding only the
+revision; nested txn responses an empty header.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ from etcdlite.protos.rpc_pb2 import (
     PutResponse,
     RangeRequest,
     RangeResponse,
-    RequestOp,
     ResponseOp,
     TxnRequest,
     TxnResponse,
 )
-from etcdlite.server.errors import KeyNotFound
+from etcdlite.server.errors import KeyNotFound, LeaseNotFound
 from etcdlite.storage.errors import Compacted, FutureRevision
 from etcdlite.storage.mvcc import ReadView, WriteTxn
+
+LeaseExists = Callable[[int], bool]
+"""Answers whether a lease id names a live lease (the lessor's lookup)."""
 
 _NONE = RangeRequest.NONE
 _ASCEND = RangeRequest.ASCEND
@@ -93,7 +95,7 @@ def range_(view: ReadView, r: RangeRequest) -> RangeResponse:
     order = r.sort_order
     if r.sort_target != RangeRequest.KEY and order == _NONE:
         order = _ASCEND
-    if order != _NONE and len(kvs) > 1:
+    if order in (_ASCEND, _DESCEND) and len(kvs) > 1:
         kvs.sort(key=_SORT_KEYS[r.sort_target], reverse=order == _DESCEND)
     resp = RangeResponse()
     if 0 < r.limit < len(kvs):
@@ -225,16 +227,21 @@ def _path(view: ReadView, r: TxnRequest) -> _Path:
     return path
 
 
-def _check(view: ReadView, r: TxnRequest, path: _Path, write: bool) -> None:
+def _check(
+    view: ReadView, r: TxnRequest, path: _Path, lease_exists: LeaseExists | None
+) -> None:
+    """Refuse the txn before it writes anything (``lease_exists`` None: a read-only txn)."""
     nested = iter(path.nested)
     for op in r.success if path.succeeded else r.failure:
         which = op.WhichOneof("request")
         if which == "request_txn":
-            _check(view, op.request_txn, next(nested), write)
-        elif which == "request_put" and write:
+            _check(view, op.request_txn, next(nested), lease_exists)
+        elif which == "request_put" and lease_exists is not None:
             p = op.request_put
             if (p.ignore_value or p.ignore_lease) and not view.range(p.key, None).kvs:
                 raise KeyNotFound()
+            if p.lease and not lease_exists(p.lease):
+                raise LeaseNotFound()
         elif which == "request_range":
             rev = op.request_range.revision
             if rev == 0:
@@ -269,17 +276,22 @@ def _execute(view: ReadView, r: TxnRequest, path: _Path, resp: TxnResponse) -> N
 def txn_read_only(view: ReadView, r: TxnRequest) -> TxnResponse:
     """A txn whose branches only read, answered from ``view`` without a write."""
     path = _path(view, r)
-    _check(view, r, path, write=False)
+    _check(view, r, path, None)
     resp = TxnResponse()
     _execute(view, r, path, resp)
     resp.header.revision = view.rev
     return resp
 
 
-def txn_write(view: ReadView, begin_write: Callable[[], WriteTxn], r: TxnRequest) -> TxnResponse:
+def txn_write(
+    view: ReadView,
+    begin_write: Callable[[], WriteTxn],
+    r: TxnRequest,
+    lease_exists: LeaseExists,
+) -> TxnResponse:
     """A txn that may write: compares and checks on ``view``, then ops in one WriteTxn."""
     path = _path(view, r)
-    _check(view, r, path, write=True)
+    _check(view, r, path, lease_exists)
     txn = begin_write()
     resp = TxnResponse()
     _execute(txn, r, path, resp)
@@ -287,6 +299,3 @@ def txn_write(view: ReadView, begin_write: Callable[[], WriteTxn], r: TxnRequest
     txn.end()
     return resp
 
-
-def op_requests(ops: list[RequestOp]) -> list[RequestOp]:
-    return list(ops)

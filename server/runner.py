@@ -112,7 +112,8 @@ class Runner:
             wire.CLUSTER: ClusterService(etcd),
             wire.HEALTH: HealthService(),
         }
-        server.add_generic_rpc_handlers(generic_handlers(servicers, self._log))
+        handlers = generic_handlers(servicers, self._log, cfg.max_request_bytes)
+        server.add_generic_rpc_handlers(handlers)
         bound = []
         for ln in listeners:
             try:

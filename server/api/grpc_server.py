@@ -6,8 +6,11 @@ domain error leaves as etcd's status code and exact message, and anything else a
 UNKNOWN with a log line, never as a traceback.
 
 The server's transport settings follow etcd's: it accepts messages up to
---max-request-bytes + 512 KiB (larger ones get gRPC's own RESOURCE_EXHAUSTED), sends up
-to 2 GiB, and tolerates client keepalive pings (etcdctl pings every few seconds).
+--max-request-bytes + 512 KiB, sends up to 2 GiB, and tolerates client keepalive pings
+(etcdctl pings every few seconds). A larger message is refused the way grpc-go refuses
+it (RESOURCE_EXHAUSTED "grpc: received message larger than max (N vs. M)"): the check is
+ours, in the deserializer, because gRPC's C core words it differently. The core keeps a
+hard cap (``_hard_receive_limit``) so nothing unbounded is ever read into memory.
 """
 
 from __future__ import annotations
@@ -27,9 +30,18 @@ from etcdlite.server.log import Logger
 Handler = Callable[..., Any]
 
 
+def receive_limit(max_request_bytes: int) -> int:
+    """The largest request message accepted on the wire (etcd's rule)."""
+    return max_request_bytes + GRPC_OVERHEAD_BYTES
+
+
+def _hard_receive_limit(max_request_bytes: int) -> int:
+    return max(64 << 20, 2 * receive_limit(max_request_bytes))
+
+
 def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_receive_message_length", _hard_receive_limit(max_request_bytes)),
         ("grpc.max_send_message_length", 2**31 - 1),
         ("grpc.max_concurrent_streams", 2**31 - 1),
         ("grpc.keepalive_time_ms", 2 * 60 * 60 * 1000),
@@ -41,30 +53,30 @@ def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-class Malformed:
-    """What the deserializer hands the handler for bytes that are not the message."""
+class Refused:
+    """What the deserializer hands the handler instead of a message it will not parse:
+    the status grpc-go (and so etcd) would answer with."""
 
-    __slots__ = ("error",)
+    __slots__ = ("code", "message")
 
-    def __init__(self, error: str):
-        self.error = error
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.code = code
+        self.message = message
 
 
-def _parser(cls: type[Message]) -> Callable[[bytes], Any]:
+def _parser(cls: type[Message], limit: int) -> Callable[[bytes], Any]:
     parse = cls.FromString
 
     def deserialize(data: bytes) -> Any:
+        if len(data) > limit:
+            return Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"grpc: received message larger than max ({len(data)} vs. {limit})")
         try:
             return parse(data)
         except DecodeError as exc:
-            return Malformed(str(exc))
+            return Refused(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {exc}")
 
     return deserialize
-
-
-async def _abort_malformed(ctx: grpc.aio.ServicerContext, request: Malformed) -> None:
-    # grpc-go (and so etcd) answers undecodable requests with INTERNAL and this prefix.
-    await ctx.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {request.error}")
 
 
 def _unimplemented(m: WireMethod) -> Handler:
@@ -86,8 +98,8 @@ def _unimplemented(m: WireMethod) -> Handler:
 
 def _guard_unary(fn: Callable[..., Awaitable[Any]], path: str, logger: Logger) -> Handler:
     async def handler(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-        if type(request) is Malformed:
-            await _abort_malformed(ctx, request)
+        if type(request) is Refused:
+            await ctx.abort(request.code, request.message)
         try:
             return await fn(request, ctx)
         except grpc.aio.AbortError:
@@ -101,8 +113,8 @@ def _guard_unary(fn: Callable[..., Awaitable[Any]], path: str, logger: Logger) -
 
 def _guard_stream(fn: Callable[..., AsyncIterator[Any]], path: str, logger: Logger) -> Handler:
     async def handler(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        if type(request) is Malformed:
-            await _abort_malformed(ctx, request)
+        if type(request) is Refused:
+            await ctx.abort(request.code, request.message)
         try:
             async for item in fn(request, ctx):
                 yield item
@@ -124,9 +136,14 @@ _FACTORIES = {
 
 
 def generic_handlers(
-    servicers: Mapping[str, object], logger: Logger
+    servicers: Mapping[str, object], logger: Logger, max_request_bytes: int
 ) -> list[grpc.GenericRpcHandler]:
-    """One generic handler per wire service; ``servicers`` maps full service names."""
+    """One generic handler per wire service; ``servicers`` maps full service names.
+
+    Streaming requests (Watch, LeaseKeepAlive) receive ``Refused`` items through their
+    request iterator; their servicers must check for it.
+    """
+    limit = receive_limit(max_request_bytes)
     out = []
     for service, methods in SERVICES.items():
         impl = servicers.get(service)
@@ -138,7 +155,7 @@ def generic_handlers(
             guard = _guard_stream if m.kind.response_streaming else _guard_unary
             table[m.name] = _FACTORIES[m.kind](
                 guard(fn, m.path, logger),
-                request_deserializer=_parser(m.request),
+                request_deserializer=_parser(m.request, limit),
                 response_serializer=m.response.SerializeToString,
             )
         out.append(grpc.method_handlers_generic_handler(service, table))
