@@ -35,6 +35,7 @@ PROTO_FILES: tuple[str, ...] = (
     "v3lock.proto",
     "v3election.proto",
     "health.proto",
+    "internal.proto",
 )
 
 #: Directory inside the protoc include root; it becomes the registered file-name prefix.

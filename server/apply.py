@@ -7,7 +7,8 @@ skip what is already applied. Applying is deterministic: the same entries give t
 revisions, results and errors on every member; nothing here reads a clock.
 
 Each entry's result is the response message (header.revision set; the servicer fills
-the rest) or the domain exception that refused it. An exception that is not a domain
+the rest), None for the server's own requests (membership), or the domain exception
+that refused it. An exception that is not a domain
 error (a storage failure, a bug) aborts the whole batch and propagates: the member must
 stop rather than continue from a state nobody can vouch for.
 """
@@ -17,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import lmdb
 from google.protobuf.message import Message
 
+from etcdlite.protos.internal_pb2 import (
+    BootstrapMemberRequest,
+    ClusterVersionRequest,
+    MemberAttributesRequest,
+)
 from etcdlite.protos.rpc_pb2 import (
     AlarmRequest,
     AlarmResponse,
@@ -32,6 +39,7 @@ from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
 from etcdlite.server.errors import EtcdError, LeaseNotFound
 from etcdlite.server.kv import LeaseExists
+from etcdlite.server.membership import Membership
 from etcdlite.storage.errors import Compacted, FutureRevision
 from etcdlite.storage.mvcc import Store
 
@@ -65,18 +73,28 @@ def no_leases(lease_id: int) -> bool:
 
 
 class Applier:
-    def __init__(self, store: Store, alarms: AlarmStore, lease_exists: LeaseExists = no_leases):
+    def __init__(
+        self,
+        store: Store,
+        alarms: AlarmStore,
+        membership: Membership,
+        lease_exists: LeaseExists = no_leases,
+    ):
         self.store = store
+        self.membership = membership
         self.lease_exists = lease_exists
         self.backend = store.backend
         self.alarms = alarms
         self.applied_index = self.backend.get_meta_int(CONSISTENT_INDEX, 0)
-        self._handlers: dict[type[Message], Callable[[Message], Message]] = {
+        self._handlers: dict[type[Message], Callable[[Message], Message | None]] = {
             PutRequest: self._put,
             DeleteRangeRequest: self._delete_range,
             TxnRequest: self._txn,
             CompactionRequest: self._compact,
             AlarmRequest: self._alarm,
+            BootstrapMemberRequest: self._bootstrap,
+            MemberAttributesRequest: self._member_attributes,
+            ClusterVersionRequest: self._cluster_version,
         }
 
     def apply(self, entries: Sequence[Entry]) -> list[object]:
@@ -130,11 +148,25 @@ class Applier:
         resp.header.revision = self.store.current_revision
         return resp
 
+    def _bootstrap(self, r: Message) -> None:
+        self.membership.apply_bootstrap(self._write_txn(), r)  # type: ignore[arg-type]
+
+    def _member_attributes(self, r: Message) -> None:
+        self.membership.apply_attributes(self._write_txn(), r)  # type: ignore[arg-type]
+
+    def _cluster_version(self, r: Message) -> None:
+        self.membership.apply_cluster_version(self._write_txn(), r)  # type: ignore[arg-type]
+
+    def _write_txn(self) -> lmdb.Transaction:
+        txn = self.backend.write_txn
+        if txn is None:
+            raise AssertionError("applying outside a batch")
+        return txn
+
     def _alarm(self, r: Message) -> Message:
         assert isinstance(r, AlarmRequest)
         resp = AlarmResponse()
-        txn = self.backend.write_txn
-        assert txn is not None
+        txn = self._write_txn()
         if r.action == AlarmRequest.GET:
             resp.alarms.extend(self.alarms.get(r.alarm))
         elif r.action == AlarmRequest.ACTIVATE:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
+from etcdlite.protos.internal_pb2 import ClusterVersionRequest, MemberAttributesRequest
 from etcdlite.protos.rpc_pb2 import (
     AlarmRequest,
     AlarmResponse,
@@ -52,7 +53,7 @@ from etcdlite.server.ids import IdGenerator
 from etcdlite.server.log import Logger
 from etcdlite.server.membership import Membership
 from etcdlite.server.node import LocalNode
-from etcdlite.server.version import ETCD_VERSION
+from etcdlite.server.version import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from etcdlite.server.wait import Wait
 from etcdlite.storage.backend import LmdbBackend
 from etcdlite.storage.mvcc import Store
@@ -81,12 +82,14 @@ class Etcd:
         self.data_dir = cfg.resolved_data_dir()
         self.backend = LmdbBackend(self.data_dir / "member" / "db")
         self.store = Store(self.backend)
-        self.membership = Membership(self.backend, cfg)
+        self.membership = Membership(self.backend)
         self.alarms = AlarmStore(self.backend)
-        self.applier = Applier(self.store, self.alarms)
+        self.applier = Applier(self.store, self.alarms, self.membership)
         self.wait = Wait()
         self.compactor = Compactor(self.store)
         self.node = LocalNode(self.applier, self.wait, self.compactor.kick, self._fatal)
+        if not self.membership.bootstrapped:
+            self.node.bootstrap(Membership.bootstrap_request(cfg))
         self.member_id = self.membership.local_id
         self.cluster_id = self.membership.cluster_id
         self._ids = IdGenerator(self.member_id, int(self._clock.wall() * 1000))
@@ -101,8 +104,12 @@ class Etcd:
         self.node.start()
         self.compactor.kick()
 
-    def publish(self, client_urls: list[str]) -> None:
-        self.membership.publish(self.cfg.name, client_urls)
+    async def publish(self, client_urls: list[str]) -> None:
+        """Announce this member's name and client URLs (and, once, the cluster version)."""
+        await self._submit(MemberAttributesRequest(
+            member_id=self.member_id, name=self.cfg.name, client_urls=client_urls))
+        if not self.membership.cluster_version:
+            await self._submit(ClusterVersionRequest(version=ETCD_CLUSTER_VERSION))
 
     async def stop(self) -> None:
         if self.stopped:
@@ -166,12 +173,16 @@ class Etcd:
         return await self._propose(r)  # type: ignore[return-value]
 
     async def _propose(self, r: Message) -> Message:
-        if self.stopped or self.fatal_error is not None:
-            raise ServerStopped()
+        """Propose a client request (within --max-request-bytes) and await its result."""
         size = r.ByteSize()
         if size + _varint_len(size) + _PROPOSAL_HEADER_BYTES > self._max_request_bytes:
             raise RequestTooLarge()
-        return await self.node.propose(Proposal(self._ids.next(), r))  # type: ignore[return-value]
+        return await self._submit(r)  # type: ignore[return-value]
+
+    async def _submit(self, r: Message) -> object:
+        if self.stopped or self.fatal_error is not None:
+            raise ServerStopped()
+        return await self.node.propose(Proposal(self._ids.next(), r))
 
     # -- maintenance and cluster ------------------------------------------------------
 

