@@ -295,7 +295,7 @@ def txn_write(
     txn = begin_write()
     resp = TxnResponse()
     _execute(txn, r, path, resp)
-    resp.header.revision = txn.begin_rev + 1 if txn.changes else txn.begin_rev
+    resp.header.revision = txn.rev
     txn.end()
     return resp
 

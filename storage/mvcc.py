@@ -69,14 +69,19 @@ class CompactionJob:
 class ReadView:
     """A consistent view of the store at revision ``rev`` (see ``Store.read``)."""
 
-    __slots__ = ("_db", "_owns_txn", "_store", "_txn", "rev")
+    __slots__ = ("_db", "_owns_txn", "_rev", "_store", "_txn")
 
     def __init__(self, store: Store, txn: lmdb.Transaction, rev: int, owns_txn: bool):
         self._store = store
         self._txn = txn
         self._db = store.backend.db(b"key")
         self._owns_txn = owns_txn
-        self.rev = rev
+        self._rev = rev
+
+    @property
+    def rev(self) -> int:
+        """The revision this view reads at (and reports as the header revision)."""
+        return self._rev
 
     def __enter__(self) -> ReadView:
         return self
@@ -148,17 +153,10 @@ class WriteTxn(ReadView):
         self.begin_rev = store.current_revision
         self.changes: list[KeyValue] = []
 
-    def range(
-        self,
-        key: bytes,
-        end: bytes | None,
-        *,
-        rev: int = 0,
-        limit: int = 0,
-        count_only: bool = False,
-    ) -> RangeResult:
-        self.rev = self.begin_rev + 1 if self.changes else self.begin_rev
-        return ReadView.range(self, key, end, rev=rev, limit=limit, count_only=count_only)
+    @property
+    def rev(self) -> int:
+        """``begin_rev + 1`` once the transaction has changed something, else ``begin_rev``."""
+        return self.begin_rev + 1 if self.changes else self.begin_rev
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         """Write a new version of ``key``; returns the revision of the change."""
@@ -187,8 +185,7 @@ class WriteTxn(ReadView):
 
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
         """Delete every key of the range live now; returns ``(deleted, revision)``."""
-        at = self.begin_rev + 1 if self.changes else self.begin_rev
-        visible, _total = self._store.index.revisions(key, end, at)
+        visible, _total = self._store.index.revisions(key, end, self.rev)
         main = self.begin_rev + 1
         index = self._store.index
         for k, _mod, _created, _ver in visible:

@@ -102,6 +102,21 @@ def _wait_serving(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) 
         ch.close()
 
 
+def spawn(cmd: list[str], port: int, data: Path, log_path: Path, env: dict[str, str],
+          flavor: str) -> ServerProc:
+    """Start ``cmd`` (a server serving on ``port``), logging to ``log_path``; wait until it
+    answers Status."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data, flavor)
+    try:
+        _wait_serving(proc, sp.endpoint, log_path)
+    except RuntimeError:
+        sp.stop()
+        raise
+    return sp
+
+
 def etcdlite_command() -> list[str]:
     exe = shutil.which("etcdlite")
     return [exe] if exe else [sys.executable, "-m", "etcdlite.server.cli"]
@@ -128,12 +143,8 @@ def start_etcdlite(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         if peer_url:
             cmd += ["--initial-advertise-peer-urls", peer_url]
         cmd += list(args)
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **(env or {})})
-        sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data)
+        sp = spawn(cmd, port, data, log_path, {**os.environ, **(env or {})}, "etcdlite")
         started.append(sp)
-        _wait_serving(proc, sp.endpoint, log_path)
         return sp
 
     yield start
@@ -179,11 +190,8 @@ def start_real_etcd(
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                "--initial-cluster", f"default={peer}", *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data, flavor)
+        sp = spawn(cmd, port, data, log_path, env, flavor)
         started.append(sp)
-        _wait_serving(proc, sp.endpoint, log_path)
         return sp
 
     yield start

@@ -102,11 +102,8 @@ def _guard_unary(fn: Callable[..., Awaitable[Any]], path: str, logger: Logger) -
             await ctx.abort(request.code, request.message)
         try:
             return await fn(request, ctx)
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            code, message = to_status(exc, logger, path)
-            await ctx.abort(code, message)
+            await _abort(ctx, exc, path, logger)
 
     return handler
 
@@ -118,13 +115,18 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]], path: str, logger: Logg
         try:
             async for item in fn(request, ctx):
                 yield item
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:
-            code, message = to_status(exc, logger, path)
-            await ctx.abort(code, message)
+            await _abort(ctx, exc, path, logger)
 
     return handler
+
+
+async def _abort(ctx: grpc.aio.ServicerContext, exc: Exception, path: str, logger: Logger) -> None:
+    """End the RPC with the status ``exc`` maps to (an abort already under way goes on)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    code, message = to_status(exc, logger, path)
+    await ctx.abort(code, message)
 
 
 _FACTORIES = {
