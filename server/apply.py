@@ -6,6 +6,10 @@ transaction, so after a crash the store and the consistent index agree and repla
 skip what is already applied. Applying is deterministic: the same entries give the same
 revisions, results and errors on every member; nothing here reads a clock.
 
+Each write transaction that changed something adds ``(revision, changes)`` to
+``applied_changes`` (the batch's list, in revision order), for the watch hub, which is
+told after the batch is committed and before any waiter is woken.
+
 Each entry's result is the response message (header.revision set; the servicer fills
 the rest), None for the server's own requests (membership), or the domain exception
 that refused it. An exception that is not a domain
@@ -26,6 +30,7 @@ from etcdlite.protos.internal_pb2 import (
     ClusterVersionRequest,
     MemberAttributesRequest,
 )
+from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.protos.rpc_pb2 import (
     AlarmRequest,
     AlarmResponse,
@@ -41,7 +46,7 @@ from etcdlite.server.errors import EtcdError, LeaseNotFound
 from etcdlite.server.kv import LeaseExists
 from etcdlite.server.membership import Membership
 from etcdlite.storage.errors import Compacted, FutureRevision
-from etcdlite.storage.mvcc import Store
+from etcdlite.storage.mvcc import Store, WriteTxn
 
 CONSISTENT_INDEX = b"consistent_index"
 TERM = b"term"
@@ -83,6 +88,7 @@ class Applier:
         self.store = store
         self.membership = membership
         self.lease_exists = lease_exists
+        self.applied_changes: list[tuple[int, list[KeyValue]]] = []
         self.backend = store.backend
         self.alarms = alarms
         self.applied_index = self.backend.get_meta_int(CONSISTENT_INDEX, 0)
@@ -100,6 +106,7 @@ class Applier:
     def apply(self, entries: Sequence[Entry]) -> list[object]:
         """Apply ``entries`` (in index order) in one write transaction; results in order."""
         results: list[object] = []
+        self.applied_changes = []
         if not entries:
             return results
         handlers = self._handlers
@@ -127,20 +134,32 @@ class Applier:
         lease = r.lease  # type: ignore[attr-defined]
         if lease and not self.lease_exists(lease):
             raise LeaseNotFound()  # checked before ignore_value/ignore_lease, as etcd does
-        txn = self.store.write()
+        txn = self._begin()
         resp = kv.put(txn, r)  # type: ignore[arg-type]
         txn.end()
         return resp
 
     def _delete_range(self, r: Message) -> Message:
-        txn = self.store.write()
+        txn = self._begin()
         resp = kv.delete_range(txn, r)  # type: ignore[arg-type]
         txn.end()
         return resp
 
     def _txn(self, r: Message) -> Message:
         with self.store.read() as view:
-            return kv.txn_write(view, self.store.write, r, self.lease_exists)  # type: ignore[arg-type]
+            return kv.txn_write(view, self._begin, r, self.lease_exists)  # type: ignore[arg-type]
+
+    def _begin(self) -> WriteTxn:
+        """A write transaction whose changes, if any, are recorded for the watch hub."""
+        txn = self.store.write()
+        self.applied_changes.append((txn.begin_rev + 1, txn.changes))
+        return txn
+
+    def take_changes(self) -> list[tuple[int, list[KeyValue]]]:
+        """The ``(revision, changes)`` of the last batch's writes that changed something."""
+        out = [(rev, changes) for rev, changes in self.applied_changes if changes]
+        self.applied_changes = []
+        return out
 
     def _compact(self, r: Message) -> Message:
         self.store.compact(r.revision)  # type: ignore[attr-defined]

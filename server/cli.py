@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ IMPLEMENTED_VALUE_FLAGS = (
     "name", "data-dir", "listen-client-urls", "advertise-client-urls",
     "initial-advertise-peer-urls", "initial-cluster-token", "max-txn-ops",
     "max-request-bytes", "log-level", "logger", "log-outputs",
+    "experimental-watch-progress-notify-interval",
 )
 IMPLEMENTED_BOOL_FLAGS = ("version", "help")
 
@@ -54,7 +56,7 @@ PENDING_VALUE_FLAGS = (
     "log-rotation-config-json", "log-package-levels", "proxy", "proxy-failure-wait",
     "proxy-refresh-interval", "proxy-dial-timeout", "proxy-write-timeout",
     "proxy-read-timeout", "config-file", "experimental-corrupt-check-time",
-    "experimental-compaction-batch-limit", "experimental-watch-progress-notify-interval",
+    "experimental-compaction-batch-limit",
     "experimental-warning-apply-duration", "experimental-bootstrap-defrag-threshold-megabytes",
     "experimental-distributed-tracing-address", "experimental-distributed-tracing-service-name",
     "experimental-distributed-tracing-instance-id",
@@ -169,6 +171,31 @@ def _uint(flag: str, text: str) -> int:
     return n
 
 
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(flag: str, text: str) -> float:
+    """A Go duration ("10m", "1.5s", "1h30m", "100ms") in seconds.
+
+    >>> parse_duration("x", "1m30s"), parse_duration("x", "250ms")
+    (90.0, 0.25)
+    """
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            raise UsageError(f'invalid value "{text}" for flag -{flag}: parse error')
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos == 0:
+        raise UsageError(f'invalid value "{text}" for flag -{flag}: parse error')
+    return total
+
+
 def to_config(values: Mapping[str, str]) -> EtcdConfig:
     cfg = EtcdConfig()
     if "name" in values:
@@ -187,6 +214,9 @@ def to_config(values: Mapping[str, str]) -> EtcdConfig:
         cfg.max_txn_ops = _uint("max-txn-ops", values["max-txn-ops"])
     if "max-request-bytes" in values:
         cfg.max_request_bytes = _uint("max-request-bytes", values["max-request-bytes"])
+    if "experimental-watch-progress-notify-interval" in values:
+        flag = "experimental-watch-progress-notify-interval"
+        cfg.watch_progress_notify_interval_s = parse_duration(flag, values[flag])
     level = values.get("log-level", "info")
     if level not in LEVELS:
         raise UsageError(f'invalid value "{level}" for flag -log-level')

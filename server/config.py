@@ -15,6 +15,12 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 """gRPC accepts messages this much larger than --max-request-bytes (as etcd does)."""
 
 
+def receive_limit(max_request_bytes: int) -> int:
+    """The largest request message accepted on the wire, and the size above which a
+    watch response is split into fragments (etcd's rule for both)."""
+    return max_request_bytes + GRPC_OVERHEAD_BYTES
+
+
 @dataclass
 class EtcdConfig:
     name: str = "default"
@@ -30,6 +36,8 @@ class EtcdConfig:
     max_txn_ops: int = DEFAULT_MAX_TXN_OPS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
+    watch_progress_notify_interval_s: float = 600.0
+    """--experimental-watch-progress-notify-interval (etcd's default: 10m)."""
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else Path(f"{self.name}.etcd")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from etcdlite.protos.internal_pb2 import ClusterVersionRequest, MemberAttributesRequest
+from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.protos.rpc_pb2 import (
     AlarmRequest,
     AlarmResponse,
@@ -41,13 +42,14 @@ from etcdlite.protos.rpc_pb2 import (
     StatusResponse,
     TxnRequest,
     TxnResponse,
+    WatchResponse,
 )
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
 from etcdlite.server.apply import Applier, Proposal
 from etcdlite.server.clock import Clock, SystemClock
 from etcdlite.server.compactor import Compactor
-from etcdlite.server.config import EtcdConfig
+from etcdlite.server.config import EtcdConfig, receive_limit
 from etcdlite.server.errors import RequestTooLarge, ServerStopped
 from etcdlite.server.ids import IdGenerator
 from etcdlite.server.log import Logger
@@ -55,6 +57,7 @@ from etcdlite.server.membership import Membership
 from etcdlite.server.node import LocalNode
 from etcdlite.server.version import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from etcdlite.server.wait import Wait
+from etcdlite.server.watch import WatchHub
 from etcdlite.storage.backend import LmdbBackend
 from etcdlite.storage.mvcc import Store
 
@@ -87,7 +90,13 @@ class Etcd:
         self.applier = Applier(self.store, self.alarms, self.membership)
         self.wait = Wait()
         self.compactor = Compactor(self.store)
-        self.node = LocalNode(self.applier, self.wait, self.compactor.kick, self._fatal)
+        self.watch_hub = WatchHub(
+            self.store,
+            self.fill_watch_header,
+            max_response_bytes=receive_limit(cfg.max_request_bytes),
+            progress_interval_s=max(cfg.watch_progress_notify_interval_s, 0.1),
+        )
+        self.node = LocalNode(self.applier, self.wait, self._on_applied, self._fatal)
         if not self.membership.bootstrapped:
             self.node.bootstrap(Membership.bootstrap_request(cfg))
         self.member_id = self.membership.local_id
@@ -111,11 +120,17 @@ class Etcd:
         if not self.membership.cluster_version:
             await self._submit(ClusterVersionRequest(version=ETCD_CLUSTER_VERSION))
 
+    def _on_applied(self, changes: list[tuple[int, list[KeyValue]]]) -> None:
+        if changes:
+            self.watch_hub.notify(changes)
+        self.compactor.kick()
+
     async def stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
         self.node.stop()
+        self.watch_hub.close()
         self.wait.fail_all(ServerStopped())
         await self.compactor.stop()
         self.backend.close()
@@ -138,6 +153,14 @@ class Etcd:
         h.raft_term = self.node.term
         if h.revision == 0:
             h.revision = self.store.current_revision
+
+    def fill_watch_header(self, resp: WatchResponse, revision: int) -> None:
+        """Watch responses carry the revision the hub decided (0 on compaction cancels)."""
+        h = resp.header
+        h.cluster_id = self.cluster_id
+        h.member_id = self.member_id
+        h.raft_term = self.node.term
+        h.revision = revision
 
     def fill_member_header(self, h: ResponseHeader) -> None:
         """Cluster RPC headers carry no revision (as etcd's)."""

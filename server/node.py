@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
+from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.server.apply import TERM, Applier, Entry, Proposal
 from etcdlite.server.wait import Wait
 
@@ -31,7 +32,7 @@ class LocalNode:
         self,
         applier: Applier,
         wait: Wait,
-        on_applied: Callable[[], None],
+        on_applied: Callable[[list[tuple[int, list[KeyValue]]]], None],
         on_fatal: Callable[[BaseException], None],
     ):
         self._applier = applier
@@ -84,10 +85,11 @@ class LocalNode:
         results = self._apply(entries)
         if results is None:
             return
+        # Watchers hear of the new revisions before any writer gets its reply.
+        self._on_applied(self._applier.take_changes())
         trigger = self._wait.trigger
         for p, result in zip(queue, results, strict=True):
             trigger(p.id, result)
-        self._on_applied()
 
     def _apply(self, entries: list[Entry]) -> list[object] | None:
         try:

@@ -22,6 +22,7 @@ from etcdlite.server.api.services import (
     HealthService,
     KVService,
     MaintenanceService,
+    WatchService,
 )
 from etcdlite.server.clock import Clock
 from etcdlite.server.config import EtcdConfig
@@ -108,6 +109,7 @@ class Runner:
         server = grpc.aio.server(options=server_options(cfg.max_request_bytes))
         servicers = {
             wire.KV: KVService(etcd),
+            wire.WATCH: WatchService(etcd),
             wire.MAINTENANCE: MaintenanceService(etcd),
             wire.CLUSTER: ClusterService(etcd),
             wire.HEALTH: HealthService(),

@@ -232,6 +232,42 @@ class Store:
             raise AssertionError("Store.write() outside a backend batch")
         return WriteTxn(self, txn)
 
+    # -- history --------------------------------------------------------------------
+
+    def history(self, start: int, end: int, limit: int) -> list[tuple[int, bool, KeyValue]]:
+        """Changes of main revisions ``start``..``end`` (inclusive), oldest first, as
+        ``(main revision, is_delete, KeyValue)``; deletes carry ``key`` and ``mod_revision``.
+
+        Reads at least every change of ``start`` and stops at a main-revision boundary
+        once ``limit`` changes are read, so a revision is never split between calls.
+        Revisions below the compact revision may be partly gone: callers check first.
+        """
+        out: list[tuple[int, bool, KeyValue]] = []
+        if start > end:
+            return out
+        db = self.backend.db(b"key")
+        stop = encode_main(end + 1)
+        txn = self.backend.read()
+        try:
+            cursor = txn.cursor(db=db)
+            more = cursor.set_range(encode_main(start))
+            while more:
+                raw = cursor.key()
+                if raw >= stop:
+                    break
+                rev, tombstone = decode(raw)
+                if len(out) >= limit and rev.main != out[-1][0]:
+                    break
+                kv = KeyValue.FromString(cursor.value())
+                if tombstone:
+                    kv = KeyValue(key=kv.key, mod_revision=rev.main)
+                out.append((rev.main, tombstone, kv))
+                more = cursor.next()
+        finally:
+            if txn is not self.backend.write_txn:
+                txn.abort()
+        return out
+
     # -- compaction -------------------------------------------------------------------
 
     def compact(self, rev: int) -> CompactionJob:

@@ -23,16 +23,11 @@ from google.protobuf.message import DecodeError, Message
 
 from etcdlite.protos.wire import SERVICES, StreamKind, WireMethod
 from etcdlite.server.api.status import to_status
-from etcdlite.server.config import GRPC_OVERHEAD_BYTES
+from etcdlite.server.config import receive_limit
 from etcdlite.server.errors import Unimplemented
 from etcdlite.server.log import Logger
 
 Handler = Callable[..., Any]
-
-
-def receive_limit(max_request_bytes: int) -> int:
-    """The largest request message accepted on the wire (etcd's rule)."""
-    return max_request_bytes + GRPC_OVERHEAD_BYTES
 
 
 def _hard_receive_limit(max_request_bytes: int) -> int:

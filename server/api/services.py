@@ -29,9 +29,13 @@ from etcdlite.protos.rpc_pb2 import (
     StatusResponse,
     TxnRequest,
     TxnResponse,
+    WatchRequest,
+    WatchResponse,
 )
 from etcdlite.server import validate
+from etcdlite.server.api.grpc_server import Refused
 from etcdlite.server.etcd import Etcd
+from etcdlite.server.watch import WatchStream
 
 Context = grpc.aio.ServicerContext
 
@@ -70,6 +74,55 @@ class KVService:
         resp = await self._etcd.compact(r)
         self._etcd.fill_header(resp.header)
         return resp
+
+
+class WatchService:
+    """The Watch bidi stream: requests feed the hub, the hub's outbox feeds the client.
+
+    A reader task handles create/cancel/progress requests as they arrive; this
+    coroutine yields whatever the hub queued for the stream. When the client ends its
+    side (or the RPC is cancelled), the stream's watchers are freed, as etcd does.
+    """
+
+    def __init__(self, etcd: Etcd):
+        self._hub = etcd.watch_hub
+
+    async def Watch(
+        self, requests: AsyncIterator[WatchRequest | Refused], ctx: Context
+    ) -> AsyncIterator[WatchResponse]:
+        stream = self._hub.open_stream()
+        refused: list[Refused] = []
+        reader = asyncio.get_running_loop().create_task(self._read(requests, stream, refused))
+        try:
+            while (resp := await stream.next_response()) is not None:
+                yield resp
+            if refused:
+                await ctx.abort(refused[0].code, refused[0].message)
+        finally:
+            reader.cancel()
+            self._hub.close_stream(stream)
+
+    async def _read(
+        self,
+        requests: AsyncIterator[WatchRequest | Refused],
+        stream: WatchStream,
+        refused: list[Refused],
+    ) -> None:
+        hub = self._hub
+        try:
+            async for req in requests:
+                if type(req) is Refused:
+                    refused.append(req)
+                    return
+                which = req.WhichOneof("request_union")
+                if which == "create_request":
+                    hub.create(stream, req.create_request)
+                elif which == "cancel_request":
+                    hub.cancel(stream, req.cancel_request.watch_id)
+                elif which == "progress_request":
+                    hub.request_progress(stream)
+        finally:
+            hub.close_stream(stream)
 
 
 class MaintenanceService:
