@@ -195,6 +195,7 @@ class WatchHub:
         resp = WatchResponse(watch_id=watch_id, canceled=True)
         self._fill(resp, self._store.current_revision)
         stream.push(resp)
+        self._answer_progress_if_synced(stream)
 
     def request_progress(self, stream: WatchStream) -> None:
         """Answer a WatchProgressRequest once every watcher of the stream is synced."""
@@ -221,8 +222,11 @@ class WatchHub:
             self._by_key.setdefault(w.key, set()).add(w)
         else:
             self._ranges.add(w)
-        if w.stream.progress_pending and w.stream.all_synced():
-            self._push_progress(w.stream)
+        self._answer_progress_if_synced(w.stream)
+
+    def _answer_progress_if_synced(self, stream: WatchStream) -> None:
+        if stream.progress_pending and stream.all_synced():
+            self._push_progress(stream)
 
     def _leave_synced(self, w: Watcher) -> None:
         w.synced = False
@@ -357,6 +361,7 @@ class WatchHub:
                                  compact_revision=store.compact_revision)
             self._fill(resp, 0)
             w.stream.push(resp)
+            self._answer_progress_if_synced(w.stream)
             return
         current = store.current_revision
         records = store.history(w.next_rev, current, CATCH_UP_BATCH)
