@@ -30,3 +30,11 @@ class ClusterVersionRequest(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     version: str
     def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class LeaseRecord(_message.Message):
+    __slots__ = ("id", "ttl")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl: int
+    def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...

@@ -37,13 +37,17 @@ from etcdlite.protos.rpc_pb2 import (
     CompactionRequest,
     CompactionResponse,
     DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
     PutRequest,
     TxnRequest,
 )
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
 from etcdlite.server.errors import EtcdError, LeaseNotFound
-from etcdlite.server.kv import LeaseExists
+from etcdlite.server.lease import Lessor
 from etcdlite.server.membership import Membership
 from etcdlite.storage.errors import Compacted, FutureRevision
 from etcdlite.storage.mvcc import Store, WriteTxn
@@ -72,22 +76,18 @@ class Entry:
 _DOMAIN_ERRORS = (EtcdError, Compacted, FutureRevision)
 
 
-def no_leases(lease_id: int) -> bool:
-    """The lease lookup while etcdlite has no lessor: no lease exists."""
-    return False
-
-
 class Applier:
     def __init__(
         self,
         store: Store,
         alarms: AlarmStore,
         membership: Membership,
-        lease_exists: LeaseExists = no_leases,
+        lessor: Lessor,
     ):
         self.store = store
         self.membership = membership
-        self.lease_exists = lease_exists
+        self.lessor = lessor
+        self.lease_exists = lessor.exists
         self.applied_changes: list[tuple[int, list[KeyValue]]] = []
         self.backend = store.backend
         self.alarms = alarms
@@ -101,6 +101,8 @@ class Applier:
             BootstrapMemberRequest: self._bootstrap,
             MemberAttributesRequest: self._member_attributes,
             ClusterVersionRequest: self._cluster_version,
+            LeaseGrantRequest: self._lease_grant,
+            LeaseRevokeRequest: self._lease_revoke,
         }
 
     def apply(self, entries: Sequence[Entry]) -> list[object]:
@@ -120,10 +122,13 @@ class Applier:
                 if p is None:
                     results.append(None)
                     continue
+                first_change = len(self.applied_changes)
                 try:
                     results.append(handlers[type(p.request)](p.request))
                 except _DOMAIN_ERRORS as exc:
                     results.append(exc)
+                for _rev, changes in self.applied_changes[first_change:]:
+                    self.lessor.on_changes(changes)
             last = entries[-1]
             self.backend.put_meta_int(txn, CONSISTENT_INDEX, last.index)
             self.backend.put_meta_int(txn, TERM, last.term)
@@ -164,6 +169,22 @@ class Applier:
     def _compact(self, r: Message) -> Message:
         self.store.compact(r.revision)  # type: ignore[attr-defined]
         resp = CompactionResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def _lease_grant(self, r: Message) -> Message:
+        lease = self.lessor.grant(self._write_txn(), r.ID, r.TTL)  # type: ignore[attr-defined]
+        return LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+
+    def _lease_revoke(self, r: Message) -> Message:
+        """Forget the lease and delete all its keys in one revision."""
+        keys = self.lessor.revoke(self._write_txn(), r.ID)  # type: ignore[attr-defined]
+        if keys:
+            txn = self._begin()
+            for key in keys:
+                txn.delete_range(key, None)
+            txn.end()
+        resp = LeaseRevokeResponse()
         resp.header.revision = self.store.current_revision
         return resp
 

@@ -36,6 +36,8 @@ class EtcdConfig:
     max_txn_ops: int = DEFAULT_MAX_TXN_OPS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
+    election_timeout_ms: int = 1000
+    """--election-timeout; today it only sets the minimum lease TTL (ceil(1.5 x it))."""
     watch_progress_notify_interval_s: float = 600.0
     """--experimental-watch-progress-notify-interval (etcd's default: 10m)."""
 

@@ -48,6 +48,14 @@ class LeaseNotFound(EtcdError):
     """A put names a lease that does not exist."""
 
 
+class LeaseExists(EtcdError):
+    """LeaseGrant with an id that is already in use."""
+
+
+class LeaseTTLTooLarge(EtcdError):
+    """LeaseGrant with a TTL above the maximum."""
+
+
 class RequestTooLarge(EtcdError):
     """A proposal is bigger than --max-request-bytes."""
 
@@ -70,6 +78,8 @@ WIRE_ERRORS: dict[type[BaseException], tuple[str, str]] = {
     InvalidSortOption: ("INVALID_ARGUMENT", "etcdserver: invalid sort option"),
     RequestTooLarge: ("INVALID_ARGUMENT", "etcdserver: request is too large"),
     LeaseNotFound: ("NOT_FOUND", "etcdserver: requested lease not found"),
+    LeaseExists: ("FAILED_PRECONDITION", "etcdserver: lease already exists"),
+    LeaseTTLTooLarge: ("OUT_OF_RANGE", "etcdserver: too large lease TTL"),
     ServerStopped: ("UNAVAILABLE", "etcdserver: server stopped"),
     storage_errors.Compacted: (
         "OUT_OF_RANGE",

@@ -19,6 +19,7 @@ Example (inside a running event loop)::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from google.protobuf.message import Message
@@ -33,6 +34,14 @@ from etcdlite.protos.rpc_pb2 import (
     CompactionResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseLeasesResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseStatus,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
     MemberListResponse,
     PutRequest,
     PutResponse,
@@ -50,8 +59,9 @@ from etcdlite.server.apply import Applier, Proposal
 from etcdlite.server.clock import Clock, SystemClock
 from etcdlite.server.compactor import Compactor
 from etcdlite.server.config import EtcdConfig, receive_limit
-from etcdlite.server.errors import RequestTooLarge, ServerStopped
+from etcdlite.server.errors import LeaseNotFound, RequestTooLarge, ServerStopped
 from etcdlite.server.ids import IdGenerator
+from etcdlite.server.lease import Lessor, min_lease_ttl
 from etcdlite.server.log import Logger
 from etcdlite.server.membership import Membership
 from etcdlite.server.node import LocalNode
@@ -61,6 +71,9 @@ from etcdlite.server.watch import WatchHub
 from etcdlite.storage.backend import LmdbBackend
 from etcdlite.storage.mvcc import Store
 
+LEASE_TICK_S = 0.5
+LEASE_REVOKES_PER_TICK = 500
+"""etcd checks for expired leases every 500 ms and revokes at most 1000 per second."""
 _PROPOSAL_HEADER_BYTES = 14
 """What etcd's internal request adds around a client request (request header with a
 64-bit id, plus the field tag): --max-request-bytes is checked against the sum."""
@@ -87,7 +100,9 @@ class Etcd:
         self.store = Store(self.backend)
         self.membership = Membership(self.backend)
         self.alarms = AlarmStore(self.backend)
-        self.applier = Applier(self.store, self.alarms, self.membership)
+        self.lessor = Lessor(self.backend, self.store, self._clock,
+                             min_lease_ttl(cfg.election_timeout_ms))
+        self.applier = Applier(self.store, self.alarms, self.membership, self.lessor)
         self.wait = Wait()
         self.compactor = Compactor(self.store)
         self.watch_hub = WatchHub(
@@ -105,6 +120,7 @@ class Etcd:
         self._max_request_bytes = cfg.max_request_bytes
         self.stopped = False
         self.fatal_error: BaseException | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -112,6 +128,7 @@ class Etcd:
         """Start the term; resume a physical compaction a previous run left unfinished."""
         self.node.start()
         self.compactor.kick()
+        self._expiry_task = asyncio.get_running_loop().create_task(self._expire_leases())
 
     async def publish(self, client_urls: list[str]) -> None:
         """Announce this member's name and client URLs (and, once, the cluster version)."""
@@ -129,6 +146,8 @@ class Etcd:
         if self.stopped:
             return
         self.stopped = True
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
         self.node.stop()
         self.watch_hub.close()
         self.wait.fail_all(ServerStopped())
@@ -206,6 +225,57 @@ class Etcd:
         if self.stopped or self.fatal_error is not None:
             raise ServerStopped()
         return await self.node.propose(Proposal(self._ids.next(), r))
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def lease_grant(self, r: LeaseGrantRequest) -> LeaseGrantResponse:
+        """Grant; an id of 0 is chosen here, before proposing, so every member applies
+        the same one (positive, from the request id generator, as etcd)."""
+        lease_id = r.ID
+        while lease_id == 0:
+            lease_id = self._ids.next() & ((1 << 63) - 1)
+        return await self._propose(  # type: ignore[return-value]
+            LeaseGrantRequest(ID=lease_id, TTL=r.TTL))
+
+    async def lease_revoke(self, r: LeaseRevokeRequest) -> LeaseRevokeResponse:
+        return await self._propose(r)  # type: ignore[return-value]
+
+    def lease_renew(self, lease_id: int) -> int:
+        """KeepAlive on the leader: the granted TTL, or 0 for an unknown/expired lease."""
+        return self.lessor.renew(lease_id)
+
+    def lease_time_to_live(self, r: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse:
+        lease = self.lessor.get(r.ID)
+        if lease is None:
+            return LeaseTimeToLiveResponse(ID=r.ID, TTL=-1)
+        resp = LeaseTimeToLiveResponse(
+            ID=r.ID, TTL=self.lessor.remaining(lease), grantedTTL=lease.ttl)
+        if r.keys:
+            resp.keys.extend(sorted(lease.keys))
+        return resp
+
+    def lease_leases(self) -> LeaseLeasesResponse:
+        return LeaseLeasesResponse(leases=[LeaseStatus(ID=i) for i in self.lessor.ids()])
+
+    async def revoke_expired_leases(self) -> int:
+        """Propose revokes for leases whose time is up (at most ``LEASE_REVOKES_PER_TICK``);
+        returns how many were proposed. Runs every ``LEASE_TICK_S`` on its own; a test on a
+        ManualClock calls it after advancing the clock."""
+        due = self.lessor.expired(LEASE_REVOKES_PER_TICK)
+        if due:
+            results = await asyncio.gather(
+                *(self._submit(LeaseRevokeRequest(ID=i)) for i in due),
+                return_exceptions=True)
+            for lease_id, res in zip(due, results, strict=True):
+                if isinstance(res, BaseException) and not isinstance(res, LeaseNotFound):
+                    self._log.warn("failed to revoke an expired lease",
+                                   **{"lease-id": f"{lease_id:x}", "error": str(res)})
+        return len(due)
+
+    async def _expire_leases(self) -> None:
+        while not self.stopped:
+            await asyncio.sleep(LEASE_TICK_S)
+            await self.revoke_expired_leases()
 
     # -- maintenance and cluster ------------------------------------------------------
 

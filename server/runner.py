@@ -21,6 +21,7 @@ from etcdlite.server.api.services import (
     ClusterService,
     HealthService,
     KVService,
+    LeaseService,
     MaintenanceService,
     WatchService,
 )
@@ -110,6 +111,7 @@ class Runner:
         servicers = {
             wire.KV: KVService(etcd),
             wire.WATCH: WatchService(etcd),
+            wire.LEASE: LeaseService(etcd),
             wire.MAINTENANCE: MaintenanceService(etcd),
             wire.CLUSTER: ClusterService(etcd),
             wire.HEALTH: HealthService(),

@@ -19,6 +19,16 @@ from etcdlite.protos.rpc_pb2 import (
     CompactionResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
     MemberListRequest,
     MemberListResponse,
     PutRequest,
@@ -123,6 +133,44 @@ class WatchService:
                     hub.request_progress(stream)
         finally:
             hub.close_stream(stream)
+
+
+class LeaseService:
+    def __init__(self, etcd: Etcd):
+        self._etcd = etcd
+
+    async def LeaseGrant(self, r: LeaseGrantRequest, ctx: Context) -> LeaseGrantResponse:
+        resp = await self._etcd.lease_grant(r)
+        self._etcd.fill_header(resp.header)
+        return resp
+
+    async def LeaseRevoke(self, r: LeaseRevokeRequest, ctx: Context) -> LeaseRevokeResponse:
+        resp = await self._etcd.lease_revoke(r)
+        self._etcd.fill_header(resp.header)
+        return resp
+
+    async def LeaseKeepAlive(
+        self, requests: AsyncIterator[LeaseKeepAliveRequest | Refused], ctx: Context
+    ) -> AsyncIterator[LeaseKeepAliveResponse]:
+        """Each request renews its lease and is answered with the TTL (0: no such lease)."""
+        async for req in requests:
+            if type(req) is Refused:
+                await ctx.abort(req.code, req.message)
+            resp = LeaseKeepAliveResponse(ID=req.ID, TTL=self._etcd.lease_renew(req.ID))
+            self._etcd.fill_header(resp.header)
+            yield resp
+
+    async def LeaseTimeToLive(
+        self, r: LeaseTimeToLiveRequest, ctx: Context
+    ) -> LeaseTimeToLiveResponse:
+        resp = self._etcd.lease_time_to_live(r)
+        self._etcd.fill_header(resp.header)
+        return resp
+
+    async def LeaseLeases(self, r: LeaseLeasesRequest, ctx: Context) -> LeaseLeasesResponse:
+        resp = self._etcd.lease_leases()
+        self._etcd.fill_header(resp.header)
+        return resp
 
 
 class MaintenanceService:

@@ -8,7 +8,6 @@ only document what the story exercises.
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from etcdlite.protos import rpc_pb2 as R
 
@@ -128,8 +127,6 @@ def test_put_with_unknown_lease(pair):
     assert pair.revision() == 2
 
 
-@pytest.mark.xfail(strict=True, reason="LeaseGrant arrives with the lease issue (#4); "
-                   "strict, so this marker must go when it does")
 def test_put_with_lease_ignore_lease_and_detach(pair):
     # Needs the Lease service; a fixed lease ID so both servers hold the same lease.
     lease = 0x1234
