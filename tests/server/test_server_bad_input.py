@@ -213,9 +213,9 @@ def test_undecodable_request_is_a_status_not_a_crash(small_server, small):
 def test_unimplemented_services_answer_unimplemented():
     with EtcdServer() as etcd:
         ch = grpc.insecure_channel(etcd.endpoint)
-        lease = wire.Stub(ch, "Lease")
+        lock = wire.Stub(ch, "Lock")
         with pytest.raises(grpc.RpcError) as info:
-            lease.LeaseGrant(wire.method("Lease", "LeaseGrant").request(TTL=5))
+            lock.Lock(wire.method("Lock", "Lock").request(name=b"l"))
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
         # The server is unharmed and still serving.
         assert wire.Stub(ch, "KV").Put(PutRequest(key=b"k")).header.revision == 2
