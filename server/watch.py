@@ -64,6 +64,8 @@ class Watcher:
     progress_notify: bool = False
     fragment: bool = False
     synced: bool = False
+    compacted: bool = False
+    """Cancelled by compaction: delivers nothing more, but keeps its id until cancelled."""
     had_events: bool = False
     """Whether events went out since the last progress notification tick."""
 
@@ -108,7 +110,9 @@ class WatchStream:
         return resp
 
     def all_synced(self) -> bool:
-        return all(w.synced for w in self.watchers.values())
+        """Whether every live watcher has caught up (compaction-cancelled ones do not
+        count: they will receive nothing more)."""
+        return all(w.synced or w.compacted for w in self.watchers.values())
 
 
 class WatchHub:
@@ -163,10 +167,13 @@ class WatchHub:
             self._push_failure(stream, EMPTY_RANGE)
             return
         wid = r.watch_id
-        if wid == 0 or wid == -1:  # auto-assign, skipping ids in use (etcd's rule)
+        if wid == 0 or wid == -1:
+            # Auto ids only go up (skipping ids in use), so responses still in flight for
+            # a cancelled watch can never be taken for a new one's (etcd's rule).
             while stream.next_id in stream.watchers:
                 stream.next_id += 1
             wid = stream.next_id
+            stream.next_id += 1
         elif wid in stream.watchers:
             self._push_failure(stream, DUPLICATE_WATCH_ID)
             return
@@ -355,8 +362,10 @@ class WatchHub:
         """Read one bounded batch of history for ``w``; join synced when caught up."""
         store = self._store
         if w.next_rev < store.compact_revision:
+            # The watcher stops, but its id stays taken until the client cancels it
+            # (a create with that id is a duplicate; a cancel gets the usual reply).
             self._detach(w)
-            w.stream.watchers.pop(w.id, None)
+            w.compacted = True
             resp = WatchResponse(watch_id=w.id, canceled=True,
                                  compact_revision=store.compact_revision)
             self._fill(resp, 0)

@@ -90,8 +90,9 @@ class WatchService:
     """The Watch bidi stream: requests feed the hub, the hub's outbox feeds the client.
 
     A reader task handles create/cancel/progress requests as they arrive; this
-    coroutine yields whatever the hub queued for the stream. When the client ends its
-    side (or the RPC is cancelled), the stream's watchers are freed, as etcd does.
+    coroutine yields whatever the hub queued for the stream. A client that closes its
+    sending side keeps receiving (as with etcd); the stream and its watchers are freed
+    when the RPC ends (the client cancels or goes away) or a request is refused.
     """
 
     def __init__(self, etcd: Etcd):
@@ -119,20 +120,18 @@ class WatchService:
         refused: list[Refused],
     ) -> None:
         hub = self._hub
-        try:
-            async for req in requests:
-                if type(req) is Refused:
-                    refused.append(req)
-                    return
-                which = req.WhichOneof("request_union")
-                if which == "create_request":
-                    hub.create(stream, req.create_request)
-                elif which == "cancel_request":
-                    hub.cancel(stream, req.cancel_request.watch_id)
-                elif which == "progress_request":
-                    hub.request_progress(stream)
-        finally:
-            hub.close_stream(stream)
+        async for req in requests:
+            if type(req) is Refused:
+                refused.append(req)
+                hub.close_stream(stream)  # ends the response loop, which then aborts
+                return
+            which = req.WhichOneof("request_union")
+            if which == "create_request":
+                hub.create(stream, req.create_request)
+            elif which == "cancel_request":
+                hub.cancel(stream, req.cancel_request.watch_id)
+            elif which == "progress_request":
+                hub.request_progress(stream)
 
 
 class LeaseService:
