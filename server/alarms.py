@@ -26,6 +26,10 @@ class AlarmStore:
             for raw, _ in txn.cursor():
                 self._active.add(_KEY.unpack(raw))
 
+    def active(self, alarm: int) -> bool:
+        """Whether any member has ``alarm`` raised."""
+        return any(kind == alarm for _member, kind in self._active)
+
     def get(self, alarm: int = NONE) -> list[AlarmMember]:
         """Active alarms of type ``alarm`` (NONE: all of them), in a stable order."""
         return [

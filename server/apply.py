@@ -32,6 +32,7 @@ from etcdlite.protos.internal_pb2 import (
 )
 from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.protos.rpc_pb2 import (
+    NOSPACE,
     AlarmRequest,
     AlarmResponse,
     CompactionRequest,
@@ -46,7 +47,7 @@ from etcdlite.protos.rpc_pb2 import (
 )
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
-from etcdlite.server.errors import EtcdError, LeaseNotFound
+from etcdlite.server.errors import EtcdError, LeaseNotFound, NoSpace
 from etcdlite.server.lease import Lessor
 from etcdlite.server.membership import Membership
 from etcdlite.storage.errors import Compacted, FutureRevision
@@ -124,6 +125,7 @@ class Applier:
                     continue
                 first_change = len(self.applied_changes)
                 try:
+                    self._check_space(p.request)
                     results.append(handlers[type(p.request)](p.request))
                 except _DOMAIN_ERRORS as exc:
                     results.append(exc)
@@ -134,6 +136,16 @@ class Applier:
             self.backend.put_meta_int(txn, TERM, last.term)
         self.applied_index = last.index
         return results
+
+    def _check_space(self, r: Message) -> None:
+        """While NOSPACE is raised, puts, writing txns and grants are refused (etcd's
+        capped applier); reads, deletes, revokes, compaction and alarms still work."""
+        if not self.alarms.active(NOSPACE):
+            return
+        if isinstance(r, (PutRequest, LeaseGrantRequest)) or (
+            isinstance(r, TxnRequest) and not kv.is_read_only(r)
+        ):
+            raise NoSpace()
 
     def _put(self, r: Message) -> Message:
         lease = r.lease  # type: ignore[attr-defined]

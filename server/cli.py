@@ -35,13 +35,13 @@ IMPLEMENTED_VALUE_FLAGS = (
     "name", "data-dir", "listen-client-urls", "advertise-client-urls",
     "initial-advertise-peer-urls", "initial-cluster-token", "max-txn-ops",
     "max-request-bytes", "log-level", "logger", "log-outputs",
-    "experimental-watch-progress-notify-interval", "election-timeout",
+    "experimental-watch-progress-notify-interval", "election-timeout", "heartbeat-interval",
 )
 IMPLEMENTED_BOOL_FLAGS = ("version", "help")
 
 # Every other flag of etcd 3.4/3.5: accepted, warned about, ignored.
 PENDING_VALUE_FLAGS = (
-    "wal-dir", "snapshot-count", "heartbeat-interval", "listen-peer-urls",
+    "wal-dir", "snapshot-count", "listen-peer-urls",
     "listen-client-http-urls", "max-snapshots", "max-wals", "quota-backend-bytes",
     "backend-bbolt-freelist-type", "backend-batch-interval", "backend-batch-limit",
     "grpc-keepalive-min-time", "grpc-keepalive-interval", "grpc-keepalive-timeout",
@@ -212,6 +212,8 @@ def to_config(values: Mapping[str, str]) -> EtcdConfig:
         cfg.initial_cluster_token = values["initial-cluster-token"]
     if "max-txn-ops" in values:
         cfg.max_txn_ops = _uint("max-txn-ops", values["max-txn-ops"])
+    if "heartbeat-interval" in values:
+        cfg.heartbeat_interval_ms = _uint("heartbeat-interval", values["heartbeat-interval"]) or 1
     if "election-timeout" in values:
         cfg.election_timeout_ms = _uint("election-timeout", values["election-timeout"])
     if "max-request-bytes" in values:

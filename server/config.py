@@ -37,7 +37,10 @@ class EtcdConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
     election_timeout_ms: int = 1000
-    """--election-timeout; today it only sets the minimum lease TTL (ceil(1.5 x it))."""
+    """--election-timeout: sets the minimum lease TTL and the lease extension on a new
+    leader (raft timing comes with the raft integration)."""
+    heartbeat_interval_ms: int = 100
+    """--heartbeat-interval: the tick the minimum lease TTL is counted in."""
     watch_progress_notify_interval_s: float = 600.0
     """--experimental-watch-progress-notify-interval (etcd's default: 10m)."""
 

@@ -56,6 +56,10 @@ class LeaseTTLTooLarge(EtcdError):
     """LeaseGrant with a TTL above the maximum."""
 
 
+class NoSpace(EtcdError):
+    """A write while the NOSPACE alarm is raised."""
+
+
 class RequestTooLarge(EtcdError):
     """A proposal is bigger than --max-request-bytes."""
 
@@ -79,6 +83,7 @@ WIRE_ERRORS: dict[type[BaseException], tuple[str, str]] = {
     RequestTooLarge: ("INVALID_ARGUMENT", "etcdserver: request is too large"),
     LeaseNotFound: ("NOT_FOUND", "etcdserver: requested lease not found"),
     LeaseExists: ("FAILED_PRECONDITION", "etcdserver: lease already exists"),
+    NoSpace: ("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded"),
     LeaseTTLTooLarge: ("OUT_OF_RANGE", "etcdserver: too large lease TTL"),
     ServerStopped: ("UNAVAILABLE", "etcdserver: server stopped"),
     storage_errors.Compacted: (

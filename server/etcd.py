@@ -101,7 +101,7 @@ class Etcd:
         self.membership = Membership(self.backend)
         self.alarms = AlarmStore(self.backend)
         self.lessor = Lessor(self.backend, self.store, self._clock,
-                             min_lease_ttl(cfg.election_timeout_ms))
+                             min_lease_ttl(cfg.election_timeout_ms, cfg.heartbeat_interval_ms))
         self.applier = Applier(self.store, self.alarms, self.membership, self.lessor)
         self.wait = Wait()
         self.compactor = Compactor(self.store)
@@ -127,6 +127,8 @@ class Etcd:
     def start(self) -> None:
         """Start the term; resume a physical compaction a previous run left unfinished."""
         self.node.start()
+        # This member leads from here on: leases count from now (+ an election timeout).
+        self.lessor.promote(self.cfg.election_timeout_ms / 1000)
         self.compactor.kick()
         self._expiry_task = asyncio.get_running_loop().create_task(self._expire_leases())
 

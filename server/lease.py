@@ -9,7 +9,8 @@ a KeepAlive renews on the leader without a log entry, exactly as etcd does.
 
 Rules (etcd's):
 * a TTL below ``min_ttl`` is raised to it; above ``MAX_TTL`` is refused;
-* after a restart every lease gets its full TTL again (counting from the restart);
+* after a restart (and on every new leader) every lease gets its full TTL plus one
+  election timeout, counted from the moment the member leads (``promote``);
 * ``remaining`` is whole seconds, truncated (29 right after granting 30).
 
 Example::
@@ -60,11 +61,11 @@ class Lessor:
         self._leases: dict[int, Lease] = {}
         self._key_lease: dict[bytes, int] = {}
         self._heap: list[tuple[float, int]] = []
-        now = clock.monotonic()
         with backend.env.begin(db=self._db) as txn:
             for _raw_id, raw in txn.cursor():
                 rec = LeaseRecord.FromString(raw)
-                self._add(Lease(rec.id, rec.ttl, now + rec.ttl))
+                # No expiry until this member leads: see promote().
+                self._leases[rec.id] = Lease(rec.id, rec.ttl, math.inf)
         # Attachments are whatever the store's live keys say.
         with store.read() as view:
             for kv in view.range(b"\x00", b"").kvs:
@@ -126,6 +127,17 @@ class Lessor:
 
     # -- leader-local: renewals and expiry ---------------------------------------------
 
+    def promote(self, extend_s: float) -> None:
+        """This member now leads: every lease expires its full TTL plus ``extend_s``
+        from now (etcd extends by one election timeout, so no lease dies of the leader
+        change itself)."""
+        now = self._clock.monotonic()
+        self._heap = []
+        for lease in self._leases.values():
+            lease.expiry = now + lease.ttl + extend_s
+            self._heap.append((lease.expiry, lease.id))
+        heapq.heapify(self._heap)
+
     def renew(self, lease_id: int) -> int:
         """KeepAlive: restart the lease's TTL; returns the TTL, or 0 if it is unknown or
         already expired (what etcd answers)."""
@@ -184,6 +196,12 @@ class Lessor:
             lease.keys.discard(key)
 
 
-def min_lease_ttl(election_timeout_ms: int) -> int:
-    """etcd's minimum TTL: ceil(1.5 x election timeout) in seconds (2 by default)."""
-    return math.ceil(1.5 * election_timeout_ms / 1000)
+def min_lease_ttl(election_timeout_ms: int, heartbeat_ms: int) -> int:
+    """etcd's minimum TTL in seconds: 1.5 election timeouts, counted in whole heartbeat
+    ticks (rounded down) and then rounded up to a second (2 by default).
+
+    >>> min_lease_ttl(1000, 100), min_lease_ttl(2700, 100), min_lease_ttl(700, 100)
+    (2, 4, 1)
+    """
+    ticks = election_timeout_ms // heartbeat_ms
+    return math.ceil((3 * ticks) // 2 * heartbeat_ms / 1000)
