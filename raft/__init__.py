@@ -61,6 +61,7 @@ from .errors import (
     SnapshotOutOfDate,
     SnapshotTemporarilyUnavailable,
     StepLocalMessage,
+    StorageNotEmpty,
     Unavailable,
 )
 from .progress import Inflights, Progress, ProgressState
@@ -121,6 +122,7 @@ __all__ = [
     "StateType",
     "Status",
     "StepLocalMessage",
+    "StorageNotEmpty",
     "Unavailable",
     "describe_entry",
     "describe_hard_state",

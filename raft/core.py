@@ -9,12 +9,22 @@ application as a Ready.
 Roles do not get a class each: ``become_*`` swaps the ``_step`` and ``_tick`` attributes to the
 role's functions, so ``step`` is one entry point whatever the role.
 
-Persist before send (thesis §3.8): a vote grant or an append acknowledgement promises that
-the vote or the entries are on stable storage, so those messages go to ``msgs_after_append``
-and the application sends them only after persisting the Ready they came with. A node's
-own vote and a leader's own acknowledgement are such messages addressed to itself; RawNode
-steps them back in on ``advance()``, so a candidate counts its vote, and a leader its log,
-only once durable.
+Persist before send (thesis §3.8, paper §5.2): a message that promises or describes state
+the node may not have persisted yet goes to ``msgs_after_append``, which the application sends
+only after persisting the Ready it came with:
+
+* vote grants (VOTE_RESP, PRE_VOTE_RESP) and append acknowledgements (APP_RESP) promise that
+  the vote, term or entries are on stable storage;
+* vote requests (VOTE, PRE_VOTE) carry a term the node has just adopted (or would adopt) and
+  describe its log, which may still be in flight to disk. Were they sent early, a node that
+  crashed before persisting could restart, campaign again in the same term, and count grants
+  addressed to its previous incarnation (given for another log, in a term it forgot).
+
+A node's own vote and a leader's own acknowledgement are after-append messages addressed to
+itself; RawNode steps them back in on ``advance()``. A candidate becomes leader only once its
+own vote is counted, so invariant: **a leader's term and self-vote are durable**, and every
+message it sends carries a durable term. A leader counts its own log for commitment only once
+durable, but may send entries to followers before they are (thesis §10.2.1).
 """
 
 from __future__ import annotations
@@ -57,7 +67,8 @@ CAMPAIGN_TRANSFER = b"raft:campaign-transfer"
 inside their leader lease (thesis §3.10)."""
 
 _MT = MessageType
-_AFTER_APPEND = frozenset({_MT.APP_RESP, _MT.VOTE_RESP, _MT.PRE_VOTE_RESP})
+_AFTER_APPEND = frozenset({_MT.APP_RESP, _MT.VOTE, _MT.VOTE_RESP, _MT.PRE_VOTE, _MT.PRE_VOTE_RESP})
+"""Message types sent only once the Ready they come with is durable (module docstring)."""
 _VOTE_TYPES = frozenset({_MT.VOTE, _MT.PRE_VOTE, _MT.VOTE_RESP, _MT.PRE_VOTE_RESP})
 _TERMLESS = frozenset({_MT.PROP, _MT.READ_INDEX})
 
@@ -92,6 +103,13 @@ class ReadOnly:
         self.queue: list[bytes] = []
 
     def add_request(self, index: int, m: Message) -> None:
+        """Queue read request ``m`` at read index ``index``.
+
+        A request's context identifies it: contexts must be unique among the requests pending
+        in the cluster (etcd uses a random 8-byte id). A context already pending is taken to
+        be the same request arriving again (the network may duplicate a forwarded
+        READ_INDEX) and is ignored: the pending one's answer serves it.
+        """
         if m.context in self.pending:
             return
         self.pending[m.context] = _ReadIndexStatus(m, index)
@@ -122,7 +140,8 @@ class Raft:
     """One Raft node. Not thread-safe; drive it through :class:`RawNode`.
 
     Invariants: ``vote`` was cast in ``term``; a leader's log never loses entries while it
-    leads; ``lead == id`` exactly when ``state`` is LEADER.
+    leads; ``lead == id`` exactly when ``state`` is LEADER; a leader's ``term`` and ``vote``
+    (itself) are durable, as it counts its own vote only once persisted.
     """
 
     def __init__(self, config: Config) -> None:
@@ -206,9 +225,24 @@ class Raft:
 
     # -- output --------------------------------------------------------------------------
 
-    def _send(self, mtype: MessageType, to: int, term: int | None = None, **fields: object) -> None:
+    def _send(
+        self,
+        mtype: MessageType,
+        to: int,
+        term: int | None = None,
+        *,
+        log_term: int = 0,
+        index: int = 0,
+        entries: tuple[Entry, ...] = (),
+        commit: int = 0,
+        snapshot: Snapshot | None = None,
+        reject: bool = False,
+        reject_hint: int = 0,
+        context: bytes = b"",
+    ) -> None:
         """Queue a message. Vote messages carry an explicit term; PROP and READ_INDEX carry
-        none (they are forwarded like local requests); everything else carries ours."""
+        none (they are forwarded like local requests); everything else carries ours.
+        Types in ``_AFTER_APPEND`` wait for the Ready to be persisted."""
         if mtype in _VOTE_TYPES:
             if not term:
                 raise RaftInvariantError(f"raft: {mtype.name} without a term")
@@ -216,7 +250,20 @@ class Raft:
             raise RaftInvariantError(f"raft: explicit term on {mtype.name}")
         else:
             term = 0 if mtype in _TERMLESS else self.term
-        m = Message(mtype, to, self.id, term, **fields)  # type: ignore[arg-type]
+        m = Message(
+            mtype,
+            to,
+            self.id,
+            term,
+            log_term=log_term,
+            index=index,
+            entries=entries,
+            commit=commit,
+            snapshot=snapshot,
+            reject=reject,
+            reject_hint=reject_hint,
+            context=context,
+        )
         if mtype in _AFTER_APPEND:
             self.msgs_after_append.append(m)
         else:
@@ -324,8 +371,9 @@ class Raft:
             self.step(Message(_MT.BEAT, self.id, self.id))
 
     def step(self, m: Message) -> None:
-        """Consume one message. Raises ProposalDropped / ReadIndexDropped when a proposal or
-        read cannot be taken; every other outcome is expressed through output messages."""
+        """Consume one message. Raises ProposalDropped / ReadIndexDropped when a PROP or
+        READ_INDEX cannot be taken, whether local or forwarded by a peer (RawNode.step drops a
+        forwarded one silently); every other outcome is expressed through output messages."""
         if m.term == 0:
             pass  # local message, or a forwarded proposal / read
         elif m.term > self.term:
@@ -425,8 +473,22 @@ class Raft:
                 )
 
     def _poll(self, node_id: int, granted: bool) -> VoteResult:
+        """Record ``node_id``'s first answer in this round and return the round's outcome."""
         self.votes.setdefault(node_id, granted)
         return vote_result(self.voters, self.votes)
+
+    def _own_vote_counted(self) -> bool:
+        """Has our own (pre-)vote of this round been stepped back in, i.e. is it durable?
+
+        RawNode steps it in on the ``advance()`` of the Ready that persisted it. A round is
+        won only with it, whatever order the answers arrive in (the others' grants may reach
+        a majority first: the application sends our vote requests once they are persisted,
+        but may step the replies in before calling ``advance()``). So a node never leads, and
+        never sends appends, in a term it could forget in a crash, which would let it lead
+        that term a second time with another log (thesis §3.8, paper §5.2). A single-node
+        cluster thus elects itself on the ``advance()`` that persisted its vote.
+        """
+        return self.votes.get(self.id) is True
 
     # -- follower ------------------------------------------------------------------------
 
@@ -486,7 +548,8 @@ class Raft:
         self._send(_MT.HEARTBEAT_RESP, m.frm, context=m.context)
 
     def _handle_snapshot(self, m: Message) -> None:
-        assert m.snapshot is not None
+        if m.snapshot is None:
+            raise RaftInvariantError(f"raft: SNAP from {m.frm} without a snapshot")
         if self._restore(m.snapshot):
             self._send(_MT.APP_RESP, m.frm, index=self.log.last_index())
         else:
@@ -528,7 +591,7 @@ class Raft:
             self._handle_snapshot(m)
         elif t == resp_type:
             result = self._poll(m.frm, not m.reject)
-            if result == VoteResult.WON:
+            if result == VoteResult.WON and self._own_vote_counted():
                 if self.state == StateType.PRE_CANDIDATE:
                     self._campaign(CampaignType.ELECTION)
                 else:

@@ -26,6 +26,11 @@ class StepLocalMessage(RaftError):
     """A message type that is only generated inside a node arrived from the network."""
 
 
+class StorageNotEmpty(RaftError):
+    """``RawNode.bootstrap`` was called on a node whose storage already holds a log or a
+    term: it is not a brand-new node, so it restarts from its storage instead."""
+
+
 class Compacted(RaftError):
     """The requested log position precedes the first available index: read a snapshot."""
 

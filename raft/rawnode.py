@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from .config import Config
 from .core import Raft
-from .errors import RaftError, RaftInvariantError, StepLocalMessage
+from .errors import (
+    ProposalDropped,
+    RaftInvariantError,
+    ReadIndexDropped,
+    StepLocalMessage,
+    StorageNotEmpty,
+)
 from .progress import ProgressState
 from .types import (
     LOCAL_MESSAGES,
@@ -34,6 +40,9 @@ from .types import (
     SoftState,
     StateType,
 )
+
+_FORWARDED_REQUESTS = frozenset({MessageType.PROP, MessageType.READ_INDEX})
+"""Requests a peer may forward to this node; RawNode.step drops those it cannot take."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +87,14 @@ class RawNode:
         Appends one committed ADD_NODE conf change per voter at term 1, so that the log itself
         describes the membership (a node that joins later replays it). Call it once, with the
         same ``voters`` on every initial member, before anything else; on a restart whose
-        storage is still empty, call it again.
+        storage is still empty, call it again. Raises :class:`StorageNotEmpty` otherwise.
         """
         r = self.raft
         if r.log.last_index() != 0 or r.term != 0:
-            raise RaftError("raft: can only bootstrap a node with empty storage")
+            raise StorageNotEmpty(
+                f"raft: can only bootstrap a node with empty storage (last index "
+                f"{r.log.last_index()}, term {r.term})"
+            )
         if not voters or NONE in voters or len(set(voters)) != len(voters):
             raise ValueError(f"raft: invalid bootstrap voters {voters!r}")
         r.become_follower(1, NONE)
@@ -125,14 +137,32 @@ class RawNode:
         return self.raft.apply_conf_change(cc)
 
     def step(self, m: Message) -> None:
-        """Feed a message received from a peer."""
+        """Feed a message received from a peer.
+
+        A PROP or READ_INDEX forwarded by a peer that this node cannot take (no leader known,
+        campaigning, leadership transfer under way, ...) is dropped silently, as etcd does:
+        the client waiting on the peer that forwarded it retries after a timeout, exactly as
+        if the network had lost it. ProposalDropped / ReadIndexDropped are raised only by
+        this node's own :meth:`propose`, :meth:`propose_conf_change` and :meth:`read_index`.
+        Raises :class:`StepLocalMessage` for a local-only message type.
+        """
         if m.type in LOCAL_MESSAGES:
             raise StepLocalMessage(f"raft: {m.type.name} must not come from the network")
-        self.raft.step(m)
+        try:
+            self.raft.step(m)
+        except (ProposalDropped, ReadIndexDropped):
+            if m.type not in _FORWARDED_REQUESTS:
+                raise
 
     def read_index(self, ctx: bytes) -> None:
         """Request a linearizable read. A :class:`ReadState` with the same ``ctx`` appears in a
-        later Ready (unless leadership changes first: retry after a timeout)."""
+        later Ready (unless leadership changes first: retry after a timeout).
+
+        ``ctx`` identifies the request cluster-wide: it must not equal the context of any read
+        still pending anywhere in the cluster (use e.g. a random 8-byte id). The leader takes
+        a context already pending for the same request arriving again and answers it once.
+        A ReadState may also arrive for a context no longer waited on (a duplicated request
+        answered twice): ignore it."""
         self.raft.step(Message(MessageType.READ_INDEX, NONE, self.raft.id, context=ctx))
 
     def transfer_leader(self, transferee: int) -> None:
@@ -166,22 +196,30 @@ class RawNode:
         )
 
     def ready(self) -> Ready:
-        """Take the pending output as one batch. Call :meth:`advance` with it when handled."""
+        """Take the pending output as one batch. Call :meth:`advance` with it when handled.
+
+        Enforces the contract of :attr:`Ready.messages`: a message whose term is newer than
+        the term already durable (the HardState of the previous Readies, all persisted since
+        ``advance()`` was called on them) is moved to ``messages_after_append``, so it leaves
+        only once this Ready's HardState is persisted too (thesis §3.8).
+        """
         if self._pending is not None:
             raise RaftInvariantError("raft: ready() called again before advance()")
         r = self.raft
         soft = r.soft_state()
         hard = r.hard_state()
+        prev = self._prev_hard
         entries = tuple(r.log.unstable.entries)
         snapshot = r.log.unstable.snapshot
+        now: list[Message] = []
         after: list[Message] = []
         steps: list[Message] = []
-        for m in r.msgs_after_append:
-            (steps if m.to == r.id else after).append(m)
         for m in r.msgs:
             if m.to == r.id:
                 raise RaftInvariantError(f"raft: message to self in msgs: {m}")
-        prev = self._prev_hard
+            (now if self._sendable_before_persisting(m, prev) else after).append(m)
+        for m in r.msgs_after_append:
+            (steps if m.to == r.id else after).append(m)
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != prev else None,
@@ -189,7 +227,7 @@ class RawNode:
             entries=entries,
             snapshot=snapshot,
             committed_entries=tuple(r.log.next_committed_entries()),
-            messages=tuple(r.msgs),
+            messages=tuple(now),
             messages_after_append=tuple(after),
             must_sync=bool(entries)
             or snapshot is not None
@@ -204,6 +242,13 @@ class RawNode:
         self._steps_on_advance = steps
         self._pending = rd
         return rd
+
+    @staticmethod
+    def _sendable_before_persisting(m: Message, durable: HardState) -> bool:
+        """May ``m`` (from ``msgs``) leave before the Ready is persisted? Only if its term is
+        already ``durable``: not e.g. a follower's HEARTBEAT_RESP in a term it has just
+        learned. (The core already defers vote traffic and acknowledgements.)"""
+        return m.term <= durable.term
 
     def advance(self, rd: Ready) -> None:
         """Report that ``rd`` was persisted, sent and applied."""

@@ -262,19 +262,29 @@ class Ready:
 
     The application handles a Ready in this order, then calls ``advance(ready)``:
 
-    1. ``messages`` may be sent at once, even while step 2 is still writing: they never
-       depend on this Ready being durable. (A leader may send entries to followers before its
-       own disk write finishes, thesis §10.2.1; it counts itself only once durable.)
+    1. ``messages`` may be sent at once, even while step 2 is still writing. None of them
+       depends on this Ready being durable: each carries term 0 or a term no newer than the
+       ``hard_state`` term already persisted by earlier Readies (``ready()`` moves any other to
+       ``messages_after_append``), and none promises or describes a vote or entries of this
+       Ready. The one exception is by design: a leader's APP may carry entries of this Ready
+       before they are durable locally (thesis §10.2.1); the leader counts itself towards
+       their commitment only once they are. (A leader's term is always durable: a candidate
+       becomes leader only after its own vote is persisted, paper §5.2, thesis §3.8.)
     2. Persist ``snapshot`` (if any), then ``entries`` (replacing any conflicting suffix),
        then ``hard_state`` (if not None); when ``must_sync`` is true, fsync before going on.
     3. Only then send ``messages_after_append``: vote grants and append acknowledgements,
-       which promise that the vote, term or entries are on stable storage (thesis §3.8).
+       which promise that the vote, term or entries are on stable storage (thesis §3.8); vote
+       and pre-vote requests, which carry a new term and describe the log; and any message at
+       a term not durable before this Ready. If the node crashes before persisting, they are
+       never sent.
     4. Install ``snapshot`` into the state machine, then apply ``committed_entries`` in order
        (calling ``RawNode.apply_conf_change`` for conf-change entries). Committed entries may
        include entries from ``entries`` above, which is why step 2 comes first.
     5. Serve ``read_states`` once the applied index reaches each one's index.
 
-    ``soft_state`` and ``hard_state`` are None when unchanged since the previous Ready.
+    Readies are persisted in the order they are handed out (``ready()`` and ``advance()``
+    alternate). ``soft_state`` and ``hard_state`` are None when unchanged since the previous
+    Ready.
     """
 
     soft_state: SoftState | None = None

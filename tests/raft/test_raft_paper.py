@@ -388,6 +388,258 @@ def test_leader_brings_follower_log_in_line_figure_7(case: str) -> None:
     assert got == [(e.index, e.term) for e in leader.log.all_entries()]
 
 
+# -- §5.2 with crashes: persist before acting in a term (thesis §3.8) -------------------
+
+
+def crash_before_persisting(c: Cluster, node_id: int) -> list[Message]:
+    """Take ``node_id``'s Ready and crash before persisting it: the node restarts from its
+    storage. Returns what the Ready contract let leave before the write: ``messages``, never
+    ``messages_after_append``."""
+    rd = c.nodes[node_id].raw.ready()
+    c.nodes[node_id].start()
+    return list(rd.messages)
+
+
+def handle_readies(c: Cluster, node_id: int) -> None:
+    while c.nodes[node_id].raw.has_ready():
+        c.handle_ready(node_id)
+
+
+def only(c: Cluster, ids: list[int]) -> None:
+    """Lose every message in flight except those to ``ids``; deliver those, handle Readies."""
+    for i in c.inbox:
+        if i not in ids:
+            c.inbox[i] = []
+    for i in ids:
+        c.deliver(i)
+        handle_readies(c, i)
+
+
+def heal(c: Cluster) -> None:
+    """Deliver everything; elect a leader if there is none; replicate and apply ``b"x"``.
+    Bounded rather than ``stabilize()``: a cluster whose safety is broken may never settle,
+    and the test's assertion on the state machines tells more than a timeout."""
+
+    def settle() -> None:
+        for _ in range(200):
+            if not c.step_round():
+                return
+
+    settle()
+    if c.leader() is None:
+        c.nodes[2].raw.campaign()
+        settle()
+    leader = c.leader()
+    assert leader is not None
+    c.nodes[leader].raw.propose(b"x")
+    for _ in range(5):
+        for _ in range(c.nodes[leader].raft.heartbeat_timeout):
+            c.nodes[leader].raw.tick()
+        settle()
+
+
+def test_leader_never_acts_in_a_term_it_has_not_persisted() -> None:
+    """Thesis §3.8: "each server must persist its current term and vote before sending any
+    RPCs"; paper §5.2: "at most one candidate can win the election for a particular term".
+
+    The reviewer's scenario, 5 voters, everything sent as soon as the Ready contract allows.
+    Node 1 led term 2 (its y1, y2 reached node 2 only); node 3 leads term 3. Incarnation A
+    of node 1 campaigns for term 4 and crashes before persisting. Restarted at term 3,
+    incarnation B campaigns for term 4 again and A's grants arrive before B's ready(); B
+    crashes before persisting. Leader 3 overwrites node 1's log; incarnation C campaigns for
+    term 4 a third time, with another log, and node 2's acknowledgement addressed to B
+    arrives late. Before the fix A's vote requests left before term 4 was durable, B led
+    term 4 on them without a durable vote and sent appends at term 4 before persisting it,
+    and C led term 4 again and counted B's acknowledgement: it committed an entry that 2 of 5
+    hold, and node 2 applied y1, y2 where the others apply other entries (§5.4.3 violated).
+    """
+    c = Cluster.with_voters(5, pre_vote=False, check_quorum=False)
+    n1, n3 = c.nodes[1], c.nodes[3]
+    c.elect(1)
+    n1.raw.propose(b"y1")
+    n1.raw.propose(b"y2")
+    handle_readies(c, 1)
+    only(c, [2])
+    only(c, [])
+    # Term 3: node 3 wins with 4 and 5; node 1 learns the term from a heartbeat.
+    n3.raw.campaign()
+    handle_readies(c, 3)
+    only(c, [4, 5])
+    only(c, [3])
+    only(c, [])
+    for _ in range(n3.raft.heartbeat_timeout):
+        n3.raw.tick()
+    handle_readies(c, 3)
+    only(c, [1])
+    only(c, [])
+    assert n3.raft.state == StateType.LEADER and n1.storage.hard_state.term == 3
+
+    # A: campaigns for term 4, crashes before persisting; what escaped reaches 2, 4, 5.
+    n1.raw.campaign()
+    for m in crash_before_persisting(c, 1):
+        if m.to != 3:
+            c.send(m)
+    only(c, [2, 4, 5])
+    grants, c.inbox[1] = c.inbox[1], []
+
+    # B: term 3 on disk; campaigns for term 4 again, A's grants arrive before ready().
+    handle_readies(c, 1)
+    n1.raw.campaign()
+    c.inbox[1] = grants
+    c.deliver(1)
+    for m in crash_before_persisting(c, 1):
+        c.send(m)
+    only(c, [2])  # node 2 takes what escaped; its acknowledgement to node 1 is held up
+    late, c.inbox[1] = c.inbox[1], []
+    only(c, [])
+
+    # Leader 3 brings node 1's log in line with its own (y1, y2 are replaced).
+    handle_readies(c, 1)
+    for _ in range(n3.raft.heartbeat_timeout):
+        n3.raw.tick()
+    c.stabilize([1, 3])
+    only(c, [])
+
+    # C: campaigns for term 4 once more; its entry b reaches node 4, then the late ack.
+    n1.raw.campaign()
+    handle_readies(c, 1)
+    only(c, [3, 4, 5])
+    only(c, [1])
+    assert n1.raft.state == StateType.LEADER and n1.raft.term == 4
+    n1.raw.propose(b"b")
+    handle_readies(c, 1)
+    c.stabilize([1, 4])
+    only(c, [])
+    c.inbox[1] = late
+    only(c, [1])
+
+    heal(c)
+    assert {i: n.applied for i, n in c.nodes.items()} == {i: [b"b", b"x"] for i in c.nodes}
+
+
+def test_restarted_candidate_cannot_win_on_grants_for_a_log_it_lost() -> None:
+    """Thesis §3.8, paper §5.4.1: a vote request describes the candidate's log, and voters
+    grant on that description. Node 1 receives entry e (committed by 2, 3, 4) and campaigns
+    before persisting it; were its vote requests sent at once, 3 and 4 would grant on a log
+    holding e. Restarted without e, node 1 campaigns for the same term and those grants
+    arrive: counting them, even after persisting its own vote, it would lead without a
+    committed entry (§5.4 Leader Completeness) and overwrite it. Vote requests therefore
+    leave only with the Ready that makes the log and the term they describe durable.
+    """
+    c = Cluster.with_voters(5, pre_vote=False, check_quorum=False)
+    n1, n2 = c.nodes[1], c.nodes[2]
+    c.elect(2)
+    n2.raw.propose(b"e")
+    handle_readies(c, 2)
+    c.inbox[5] = []
+    c.deliver(1)  # node 1 appends e, but has not persisted it yet
+    only(c, [3, 4])
+    only(c, [2])
+    assert n2.applied == [b"e"]
+
+    # A: campaigns for term 3 with e still in memory, crashes before persisting.
+    n1.raw.campaign()
+    for m in crash_before_persisting(c, 1):
+        if m.to in (3, 4):
+            c.send(m)
+    only(c, [3, 4])
+    grants, c.inbox[1] = c.inbox[1], []
+
+    # B: term 2 and no e on disk; campaigns for term 3 again; A's grants arrive.
+    handle_readies(c, 1)
+    assert n1.raft.log.last_index() == 2
+    n1.raw.campaign()
+    c.inbox[1] = grants
+    c.deliver(1)
+    handle_readies(c, 1)
+    assert n1.raft.state != StateType.LEADER, "leader of term 3 without committed entry e"
+
+    heal(c)
+    assert {i: n.applied for i, n in c.nodes.items()} == {i: [b"e", b"x"] for i in c.nodes}
+
+
+def test_candidate_leads_only_once_its_own_vote_is_durable() -> None:
+    """Thesis §3.8 / paper §5.2: grants of the others reaching a majority before the
+    candidate's own vote is durable (e.g. grants addressed to a previous incarnation) do not
+    make it leader: it would act in a term it may forget. It leads on the ``advance()`` that
+    persisted its vote, and only then sends appends of its term."""
+    c = Cluster.with_voters(3, pre_vote=False, check_quorum=False)
+    n1 = c.nodes[1]
+    n1.raw.campaign()
+    for voter in (2, 3):
+        n1.raw.step(Message(MT.VOTE_RESP, 1, voter, term=2))
+    assert n1.raft.state == StateType.CANDIDATE
+    rd = n1.raw.ready()
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (2, 1)
+    assert rd.messages == ()
+    assert {m.type for m in rd.messages_after_append} == {MT.VOTE}
+    assert n1.raft.state == StateType.CANDIDATE
+    n1.storage.set_hard_state(rd.hard_state)
+    n1.raw.advance(rd)  # steps our own vote back in
+    assert n1.raft.state == StateType.LEADER
+    rd = n1.raw.ready()
+    assert {(m.type, m.term) for m in rd.messages} == {(MT.APP, 2)}
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_vote_requests_leave_only_once_persisted(pre_vote: bool) -> None:
+    """Thesis §3.8: a candidate persists its new term and vote before requesting votes; a
+    (pre-)vote request also describes a log that may still be on its way to disk. Both kinds
+    wait in ``messages_after_append``, so a crash before the write sends nothing, and no
+    grant can reach a later incarnation that forgot the term."""
+    c = Cluster.with_voters(3, pre_vote=pre_vote, check_quorum=False)
+    n1 = c.nodes[1]
+    n1.raw.campaign()
+    rd = n1.raw.ready()
+    want = MT.PRE_VOTE if pre_vote else MT.VOTE
+    assert rd.messages == ()
+    assert [(m.type, m.to, m.term) for m in rd.messages_after_append] == [
+        (want, 2, 2),
+        (want, 3, 2),
+    ]
+    n1.raw.advance(rd)
+
+
+def test_pre_candidate_waits_for_its_own_pre_vote() -> None:
+    """Thesis §9.6 with §3.8: as for votes, a pre-candidate moves on to the real election only
+    with its own pre-vote counted, i.e. once the Ready of its pre-vote round is persisted;
+    the vote requests of the real election then wait for the new term to be durable."""
+    c = Cluster.with_voters(3, pre_vote=True, check_quorum=False)
+    n1 = c.nodes[1]
+    n1.raw.campaign()
+    for voter in (2, 3):
+        n1.raw.step(Message(MT.PRE_VOTE_RESP, 1, voter, term=2))
+    assert n1.raft.state == StateType.PRE_CANDIDATE
+    assert n1.raft.term == 1
+    c.handle_ready(1)  # the pre-vote round's Ready; advance() counts our own pre-vote
+    assert n1.raft.state == StateType.CANDIDATE
+    rd = n1.raw.ready()
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (2, 1)
+    assert rd.messages == ()
+    assert {(m.type, m.term) for m in rd.messages_after_append} == {(MT.VOTE, 2)}
+    n1.storage.set_hard_state(rd.hard_state)
+    n1.raw.advance(rd)
+    assert n1.raft.state == StateType.CANDIDATE  # its own vote alone is no majority of 3
+
+
+def test_single_node_elects_itself_after_persisting_its_vote() -> None:
+    """§5.2 in a one-voter cluster: the node is its own majority, but it becomes leader only
+    on the ``advance()`` of the Ready that persisted its term and vote (thesis §3.8)."""
+    c = Cluster.with_voters(1, pre_vote=False, check_quorum=False)
+    n1 = c.nodes[1]
+    n1.raw.campaign()
+    assert n1.raft.state == StateType.CANDIDATE
+    rd = n1.raw.ready()
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (2, 1)
+    assert n1.raft.state == StateType.CANDIDATE
+    n1.storage.set_hard_state(rd.hard_state)
+    n1.raw.advance(rd)
+    assert n1.raft.state == StateType.LEADER
+    n1.raw.propose(b"x")
+    handle_readies(c, 1)
+    assert n1.applied == [b"x"]
+
+
 # -- §5.4 Safety -----------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import pytest
 from raft_harness import Cluster
 
 from etcdlite.raft import (
+    NONE,
     ConfChange,
     ConfChangeType,
     Config,
@@ -19,7 +20,6 @@ from etcdlite.raft import (
     Message,
     MessageType,
     ProposalDropped,
-    RaftError,
     RaftInvariantError,
     RawNode,
     ReadIndexDropped,
@@ -27,6 +27,7 @@ from etcdlite.raft import (
     SoftState,
     StateType,
     StepLocalMessage,
+    StorageNotEmpty,
     describe_entry,
     describe_message,
     describe_ready,
@@ -64,7 +65,7 @@ def test_bootstrap_writes_membership_into_the_log() -> None:
     assert rd.entries == rd.committed_entries
     assert ConfChange.decode(rd.entries[0].data) == ConfChange(ConfChangeType.ADD_NODE, 1)
     assert rd.must_sync
-    with pytest.raises(RaftError):
+    with pytest.raises(StorageNotEmpty):
         node.bootstrap([1])
 
 
@@ -111,6 +112,57 @@ def test_vote_and_append_acks_wait_for_persistence() -> None:
     assert rd.entries == (Entry(5, 2, data=b"a"),)
     assert [m.type for m in rd.messages_after_append] == [MT.APP_RESP]
     assert rd.soft_state == SoftState(lead=1, state=StateType.FOLLOWER)
+
+
+def test_ready_messages_never_carry_an_undurable_term() -> None:
+    """The Ready contract (thesis §3.8): ``messages`` may leave before the Ready is
+    persisted, so none carries a term newer than the durable one. A follower learning term 5
+    from a heartbeat answers in term 5 only once term 5 is persisted."""
+    c = Cluster.with_voters(3)
+    n2 = c.nodes[2].raw
+    n2.step(Message(MT.HEARTBEAT, 2, 1, term=5, commit=1))
+    rd = n2.ready()
+    assert rd.hard_state == HardState(term=5, vote=0, commit=1)
+    assert rd.messages == ()
+    assert [(m.type, m.term) for m in rd.messages_after_append] == [(MT.HEARTBEAT_RESP, 5)]
+    c.nodes[2].storage.set_hard_state(rd.hard_state)
+    n2.advance(rd)
+    n2.step(Message(MT.HEARTBEAT, 2, 1, term=5, commit=1))
+    rd = n2.ready()
+    assert [(m.type, m.term) for m in rd.messages] == [(MT.HEARTBEAT_RESP, 5)]
+    n2.advance(rd)
+
+
+def test_step_drops_forwarded_requests_it_cannot_take() -> None:
+    """A PROP or READ_INDEX forwarded by a peer that this node cannot take is dropped
+    silently (the client on the peer retries), as etcd does; only local requests raise."""
+    c = Cluster.with_voters(3)
+    n2 = c.nodes[2].raw  # a follower that knows no leader
+    n2.step(Message(MT.PROP, NONE, 3, entries=(Entry(0, 0, data=b"x"),)))
+    n2.step(Message(MT.READ_INDEX, NONE, 3, context=b"r"))
+    assert not n2.has_ready()
+    with pytest.raises(ProposalDropped):
+        n2.propose(b"x")
+    with pytest.raises(ReadIndexDropped):
+        n2.read_index(b"r")
+
+
+def test_a_repeated_read_context_is_one_request() -> None:
+    """Read contexts identify requests cluster-wide: the leader takes a context already
+    pending (e.g. a forwarded READ_INDEX the network duplicated) as the same request and
+    answers it once."""
+    c = Cluster.with_voters(3)
+    c.elect(1)
+    n1 = c.nodes[1].raw
+    n1.read_index(b"r")
+    n1.read_index(b"r")
+    states = []
+    for _ in range(10):
+        if n1.has_ready():
+            states += c.handle_ready(1).read_states
+        c.step_round([2, 3])
+        c.deliver(1)
+    assert [rs.request_ctx for rs in states] == [b"r"]
 
 
 def test_step_rejects_local_messages() -> None:

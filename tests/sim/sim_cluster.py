@@ -1,20 +1,33 @@
 """Deterministic simulation of a Raft cluster under faults, with safety checkers.
 
 One seed drives everything (tigerbeetle's VOPR habit): the options of the run, each node's
-election jitter, the network (drop, delay, duplicate, reorder, partition), crashes (including
-in the middle of handling a Ready), client proposals, ReadIndex requests, leader transfers,
-membership changes and log compaction. The same seed replays the same run exactly.
+election jitter, the network (drop, delay, duplicate, reorder, partition, stragglers held for
+several election timeouts), crashes (including in the middle of handling a Ready, and quick
+restarts), client proposals, ReadIndex requests, leader transfers, membership changes and log
+compaction. The same seed replays the same run exactly.
 
 Each node is a RawNode over a MemoryStorage that plays the disk: a crash throws the RawNode
 and the state machine away and keeps only what the driver had written to storage; a
-restart rebuilds the state machine from the storage snapshot and re-applies the log.
+restart rebuilds the state machine from the storage snapshot and re-applies the log. Messages
+in flight survive a crash both ways: those a previous incarnation sent are still delivered,
+and some addressed to an incarnation that has crashed since are held, then delivered to a
+later incarnation together, at the moment it starts campaigning (when stale vote grants do
+the most harm) or at a random time. Deliveries happen at random points among the nodes'
+Ready handling, so a node may receive messages between an input (a tick that starts a
+campaign) and its next ``ready()``.
 
 Checkers (raising :class:`SafetyViolation`) run after every step and every Ready:
 
-* election safety: at most one leader per term (§5.2);
+* election safety: at most one leader per term (§5.2), counting each incarnation of a node
+  as a different leader: a node leading a term twice across a crash forgot it led it;
+* persist before send (thesis §3.8): no message a Ready lets leave before it is persisted
+  carries a term newer than the node's durable term, and a leader's term and self-vote are
+  durable;
 * log matching: an (index, term) pair always names the same entry, preceded by the same term
   (§5.3), checked on every entry a node persists and on the whole durable logs periodically;
-* leader completeness: a leader holds every entry committed in an earlier term (§5.4);
+* leader completeness: an entry committed in term T is in the log of every leader of a term
+  after T, as it was when that leader was elected (§5.4); T is the term of the leader that
+  committed the entry, seen as the lowest term of a node when its commit index passed it;
 * state machine safety: every node applies the same entry at each index (§5.4.3), and a
   snapshot's state equals the state the appliers computed at its index;
 * ReadIndex: a read state's index covers every entry committed before the read was asked.
@@ -87,6 +100,10 @@ class SimOptions:
     disk_overlap: float
     crash_rate: float
     crash_in_ready_rate: float
+    crash_on_new_term_rate: float
+    fast_restart_rate: float
+    survive_crash_rate: float
+    straggler_rate: float
     partition_rate: float
     propose_rate: float
     read_rate: float
@@ -122,6 +139,18 @@ class SimOptions:
             disk_overlap=rng.choice([0.0, 0.5, 0.8]),
             crash_rate=rng.choice([0.0, 0.005, 0.02]),
             crash_in_ready_rate=rng.choice([0.0, 0.005, 0.02]),
+            # Crash before persisting a Ready that raises the term (a campaign, a vote, a term
+            # learned from a message): the node forgets the term, while what the Ready let
+            # out before persisting is out.
+            crash_on_new_term_rate=rng.choice([0.0, 0.05, 0.2]),
+            # A crashed node restarts within a tick (often still in the middle of the
+            # election it was running) rather than after 3 to 8 election timeouts.
+            fast_restart_rate=rng.choice([0.0, 0.5, 0.9]),
+            # A message whose target crashed after it was sent is held for a later
+            # incarnation (and delivered when it campaigns, or at a random time).
+            survive_crash_rate=rng.choice([0.0, 0.5, 1.0]),
+            # A message is held back for one to three election timeouts.
+            straggler_rate=rng.choice([0.0, 0.01, 0.05]),
             partition_rate=rng.choice([0.0, 0.01, 0.03]),
             propose_rate=rng.choice([0.2, 0.5, 0.9]),
             read_rate=rng.choice([0.0, 0.05, 0.2]),
@@ -168,6 +197,8 @@ class SimNode:
     conf_state: ConfState = field(default_factory=ConfState)
     seen_commit: int = 0
     writing: Ready | None = None
+    role: tuple[StateType, int] = (StateType.FOLLOWER, 0)
+    """(state, term) when last checked: a change to candidate releases held messages."""
 
     @property
     def up(self) -> bool:
@@ -186,15 +217,23 @@ class Simulation:
         self.trace_enabled = trace
         self.trace: list[str] = []
         self.now = 0
-        self.net: list[tuple[int, float, int, Message, int]] = []
+        self.net: list[tuple[int, float, int, Message, int, int]] = []
+        """(due tick, tie-break, seq, message, sender's incarnation, target's incarnation
+        when sent)."""
         self._seq = 0
         self.group: dict[int, int] = {}  # partition group per node; absent = group 0
+        self.held: dict[int, list[tuple[Message, int]]] = {}
+        """node id -> messages (with the sender's incarnation) addressed to an incarnation of
+        it that crashed since, waiting for a later one; see :meth:`release_held`."""
         self.nodes: dict[int, SimNode] = {}
         self.next_id = options.initial_voters + 1
         self.initial = tuple(range(1, options.initial_voters + 1))
         self.faults = True
         # Checker state.
-        self.leader_of_term: dict[int, int] = {}
+        self.leader_of_term: dict[int, tuple[int, int]] = {}
+        """term -> (node id, incarnation) of its leader."""
+        self.leader_logs: dict[int, tuple[int, tuple[int, ...]]] = {}
+        """term -> its leader's log when first seen leading: (first index, entry terms)."""
         self.identity: dict[tuple[int, int], tuple[EntryType, bytes, int]] = {}
         self.committed: dict[int, tuple[int, EntryType, bytes]] = {}
         self.commit_term: dict[int, int] = {}
@@ -264,7 +303,10 @@ class Simulation:
     def _crash(self, node: SimNode) -> None:
         node.raw = None
         node.writing = None
-        node.down_until = self.now + self.rng.randint(3, 8 * self.opt.election_tick)
+        if self.rng.random() < self.opt.fast_restart_rate:
+            node.down_until = self.now + self.rng.randint(0, 1)
+        else:
+            node.down_until = self.now + self.rng.randint(3, 8 * self.opt.election_tick)
         self.stats["crashes"] += 1
         self.log(f"crash {node.id}")
 
@@ -287,10 +329,16 @@ class Simulation:
             copies = 2
         for _ in range(copies):
             delay = self.rng.randint(0, self.opt.max_delay_ticks)
-            self._seq += 1
-            heapq.heappush(
-                self.net, (self.now + delay, self.rng.random(), self._seq, m, sender.incarnation)
-            )
+            if self.faults and self.rng.random() < self.opt.straggler_rate:
+                delay += self.rng.randint(self.opt.election_tick, 3 * self.opt.election_tick)
+            self._queue(m, self.now + delay, sender.incarnation)
+
+    def _queue(self, m: Message, due: int, incarnation: int) -> None:
+        """Put ``m`` (sent by ``incarnation`` of its sender) on the wire until ``due``."""
+        target = self.nodes.get(m.to)
+        to_inc = target.incarnation if target is not None else 0
+        self._seq += 1
+        heapq.heappush(self.net, (due, self.rng.random(), self._seq, m, incarnation, to_inc))
 
     def connected(self, a: int, b: int) -> bool:
         return self.group.get(a, 0) == self.group.get(b, 0)
@@ -307,9 +355,20 @@ class Simulation:
     def deliver_due(self) -> bool:
         moved = False
         while self.net and self.net[0][0] <= self.now:
-            _, _, _, m, inc = heapq.heappop(self.net)
+            _, _, _, m, inc, to_inc = heapq.heappop(self.net)
             moved = True
             target = self.nodes.get(m.to)
+            if (
+                self.faults
+                and target is not None
+                and not target.retired
+                and (target.raw is None or target.incarnation != to_inc)
+                and self.rng.random() < self.opt.survive_crash_rate
+            ):
+                # Addressed to an incarnation that crashed since: held (a buffer, a
+                # retransmission) for a later incarnation.
+                self.held.setdefault(target.id, []).append((m, inc))
+                continue
             if (
                 target is None
                 or target.raw is None
@@ -320,8 +379,8 @@ class Simulation:
                 self._report(m, inc, delivered=False)
                 continue
             self.log(f"deliver {describe_message(m)}")
-            with contextlib.suppress(ProposalDropped, ReadIndexDropped):
-                target.raw.step(m)  # a forwarded request the target cannot take: lost
+            # A forwarded request the target cannot take is dropped by RawNode.step.
+            target.raw.step(m)
             self.stats["steps"] += 1
             self._report(m, inc, delivered=True)
             self.check_node(target)
@@ -336,7 +395,13 @@ class Simulation:
         rd = raw.ready()
         self.stats["readys"] += 1
         self.check_ready(node, rd)
+        durable = node.storage.hard_state.term
         for m in rd.messages:
+            if m.term > durable:
+                raise self.fail(
+                    f"node {node.id} may send {describe_message(m)} before persisting term "
+                    f"{m.term} (durable term {durable})"
+                )
             self.send(m)
         node.writing = rd
 
@@ -349,7 +414,10 @@ class Simulation:
         raw, rd = node.raw, node.writing
         assert raw is not None and rd is not None
         node.writing = None
-        if self._crash_point():
+        new_term = rd.hard_state is not None and rd.hard_state.term > node.storage.hard_state.term
+        if self._crash_point() or (
+            new_term and self.faults and self.rng.random() < self.opt.crash_on_new_term_rate
+        ):
             self._crash(node)  # before persisting: only the messages above escaped
             return
         if rd.snapshot is not None:
@@ -423,6 +491,13 @@ class Simulation:
     # -- checkers --------------------------------------------------------------------------
 
     def record_committed(self, e: Entry, term: int) -> None:
+        """``e`` is committed, as seen by a node whose current term is ``term``.
+
+        A node's commit index passes an entry either on the leader that commits it (in the
+        leader's term) or on learning it from a leader (in that leader's term, at least the
+        committing leader's). The lowest term seen is therefore the term in which the entry
+        was committed: it must be in the log of every leader of a later term.
+        """
         known = self.committed.get(e.index)
         if known is None:
             self.committed[e.index] = (e.term, e.type, e.data)
@@ -434,19 +509,30 @@ class Simulation:
             raise self.fail(f"two different entries committed at index {e.index}")
         elif term < self.commit_term[e.index]:
             self.commit_term[e.index] = term
+            self._check_leaders_hold(e, term)
 
     def _check_leaders_hold(self, e: Entry, term: int) -> None:
-        for leader in self.leaders():
-            r = leader.raw.raft  # type: ignore[union-attr]
-            if (
-                r.term > term
-                and e.index >= r.log.first_index()
-                and not r.log.match_term(e.index, e.term)
-            ):
+        """Every leader of a term after ``term`` (past or present) had ``e`` when elected."""
+        for lterm, (first, terms) in self.leader_logs.items():
+            if lterm <= term or e.index < first:
+                continue  # (below ``first``: compacted into the leader's snapshot)
+            k = e.index - first
+            if k >= len(terms) or terms[k] != e.term:
+                leader, inc = self.leader_of_term[lterm]
                 raise self.fail(
-                    f"leader {leader.id} of term {r.term} lacks entry {e.term}/{e.index} "
-                    f"committed in term {term}"
+                    f"leader {leader} (incarnation {inc}) of term {lterm} lacked entry "
+                    f"{e.term}/{e.index} committed in term {term}"
                 )
+
+    def observe_commit(self, node: SimNode) -> None:
+        """Record every entry the node's (in-memory) commit index passed since last seen."""
+        r = node.raw.raft  # type: ignore[union-attr]
+        if r.log.committed <= node.seen_commit:
+            return
+        lo = max(node.seen_commit + 1, r.log.first_index())
+        for e in r.log.slice(lo, r.log.committed + 1):
+            self.record_committed(e, r.term)
+        node.seen_commit = r.log.committed
 
     def check_ready(self, node: SimNode, rd: Ready) -> None:
         r = node.raw.raft  # type: ignore[union-attr]
@@ -458,34 +544,47 @@ class Simulation:
                 raise self.fail(
                     f"log matching: node {node.id} has another entry at {e.term}/{e.index}"
                 )
-        if rd.hard_state is not None and rd.hard_state.commit > node.seen_commit:
-            lo = max(node.seen_commit + 1, r.log.first_index())
-            for e in r.log.slice(lo, rd.hard_state.commit + 1):
-                self.record_committed(e, rd.hard_state.term)
-            node.seen_commit = rd.hard_state.commit
 
     def check_node(self, node: SimNode) -> None:
         if node.raw is None:
             return
+        self.observe_commit(node)
         r = node.raw.raft
+        if (r.state, r.term) != node.role:
+            node.role = (r.state, r.term)
+            if r.state in (StateType.CANDIDATE, StateType.PRE_CANDIDATE):
+                self.release_held(node)  # the worst moment for stale replies to arrive
         if r.state != StateType.LEADER:
             return
-        first = self.leader_of_term.setdefault(r.term, node.id)
-        if first != node.id:
-            raise self.fail(f"two leaders in term {r.term}: {first} and {node.id}")
-        if first == node.id and getattr(node, "_checked_term", None) != r.term:
-            node._checked_term = r.term  # type: ignore[attr-defined]
+        me = (node.id, node.incarnation)
+        first = self.leader_of_term.setdefault(r.term, me)
+        if first != me:
+            raise self.fail(
+                f"two leaders in term {r.term}: node {first[0]} (incarnation {first[1]}) "
+                f"and node {me[0]} (incarnation {me[1]})"
+            )
+        hs = node.storage.hard_state
+        if (hs.term, hs.vote) != (r.term, node.id):
+            raise self.fail(
+                f"node {node.id} leads term {r.term} with durable term {hs.term}, vote {hs.vote}"
+            )
+        if r.term not in self.leader_logs:
             self._check_leader_completeness(node)
 
     def _check_leader_completeness(self, node: SimNode) -> None:
+        """A new leader holds every entry committed in an earlier term; remember its log
+        for the entries that get committed later in earlier terms."""
         r = node.raw.raft  # type: ignore[union-attr]
         first = r.log.first_index()
+        terms = tuple(e.term for e in r.log.slice(first, r.log.last_index() + 1))
+        self.leader_logs[r.term] = (first, terms)
         for index, (term, _, _) in self.committed.items():
             if self.commit_term[index] >= r.term or index < first:
                 continue
             if not r.log.match_term(index, term):
                 raise self.fail(
-                    f"leader {node.id} of term {r.term} lacks committed entry {term}/{index}"
+                    f"leader {node.id} of term {r.term} lacks entry {term}/{index} committed "
+                    f"in term {self.commit_term[index]}"
                 )
 
     def check_durable_logs(self) -> None:
@@ -519,6 +618,7 @@ class Simulation:
         for node in self.nodes.values():
             if node.retired and node.raw is not None:
                 node.raw = None
+                node.writing = None
 
     def members(self, leader: SimNode) -> set[int]:
         r = leader.raw.raft  # type: ignore[union-attr]
@@ -611,7 +711,12 @@ class Simulation:
             moved = False
             up = self.up_nodes()
             self.rng.shuffle(up)
-            for node in up:
+            # Deliveries happen at a random point among the nodes' Ready handling: a node may
+            # receive messages between its last input and its next ready().
+            at = self.rng.randint(0, len(up))
+            for k, node in enumerate(up):
+                if k == at and self.deliver_due():
+                    moved = True
                 if node.raw is None:
                     continue
                 if node.writing is not None:
@@ -623,14 +728,15 @@ class Simulation:
                     if self.rng.random() >= self.opt.disk_overlap:
                         self.finish_ready(node)
                     moved = True
-            if self.deliver_due():
+            if at == len(up) and self.deliver_due():
                 moved = True
             if not moved:
                 writing = [n for n in up if n.writing is not None and n.raw is not None]
                 if not writing:
                     return
                 for node in writing:
-                    self.finish_ready(node)
+                    if node.raw is not None and node.writing is not None:  # not just retired
+                        self.finish_ready(node)
 
     def tick(self) -> None:
         self.now += 1
@@ -646,9 +752,17 @@ class Simulation:
         for node in up:
             node.raw.tick()  # type: ignore[union-attr]
             self.check_node(node)
+            if node.id in self.held and self.rng.random() < 0.05:
+                self.release_held(node)
         self.settle()
         if self.now % 50 == 0:
             self.check_durable_logs()
+
+    def release_held(self, node: SimNode) -> None:
+        """Put the messages held for ``node`` back on the wire, due now and addressed to its
+        current incarnation: they arrive together, possibly before its next ready()."""
+        for m, inc in self.held.pop(node.id, []):
+            self._queue(m, self.now, inc)
 
     def heal(self) -> None:
         self.faults = False
@@ -656,6 +770,8 @@ class Simulation:
         for node in self.nodes.values():
             if not node.up and not node.retired:
                 self._start(node)
+        for node in self.nodes.values():
+            self.release_held(node)
         self.log("healed")
 
     # -- liveness --------------------------------------------------------------------------
