@@ -29,8 +29,10 @@ import grpc
 import pytest
 
 from etcdlite.protos import rpc_pb2, wire
+from etcdlite.server.ids import member_id
 
 START_TIMEOUT_S = 30.0
+DEFAULT_PEER_URL = "http://localhost:2380"
 
 
 def free_port() -> int:
@@ -83,7 +85,11 @@ class ServerProc:
         return self.proc.returncode
 
 
-def _wait_serving(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) -> None:
+def _wait_serving(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path,
+                  member_id: int) -> None:
+    """Wait until OUR server answers on ``endpoint``: another process that grabbed the
+    port first (parallel test runs) answers with a different member id, and our server
+    then exits for want of the port, which the caller sees as a failed start."""
     deadline = time.monotonic() + START_TIMEOUT_S
     ch = grpc.insecure_channel(endpoint)
     try:
@@ -92,25 +98,26 @@ def _wait_serving(proc: subprocess.Popen[bytes], endpoint: str, log_path: Path) 
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
-                maint.Status(rpc_pb2.StatusRequest(), timeout=1)
-                return
+                if maint.Status(rpc_pb2.StatusRequest(), timeout=1).header.member_id == member_id:
+                    return
             except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not serving:\n{log_path.read_text()}") from None
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not serving:\n{log_path.read_text()}")
+            time.sleep(0.05)
     finally:
         ch.close()
 
 
 def spawn(cmd: list[str], port: int, data: Path, log_path: Path, env: dict[str, str],
-          flavor: str) -> ServerProc:
-    """Start ``cmd`` (a server serving on ``port``), logging to ``log_path``; wait until it
-    answers Status."""
+          flavor: str, peer_url: str) -> ServerProc:
+    """Start ``cmd`` (a server serving on ``port`` and advertising ``peer_url``), logging
+    to ``log_path``; wait until it answers Status."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     sp = ServerProc(proc, f"127.0.0.1:{port}", log_path, data, flavor)
     try:
-        _wait_serving(proc, sp.endpoint, log_path)
+        _wait_serving(proc, sp.endpoint, log_path, member_id([peer_url], "etcd-cluster"))
     except RuntimeError:
         sp.stop()
         raise
@@ -143,7 +150,8 @@ def start_etcdlite(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
         if peer_url:
             cmd += ["--initial-advertise-peer-urls", peer_url]
         cmd += list(args)
-        sp = spawn(cmd, port, data, log_path, {**os.environ, **(env or {})}, "etcdlite")
+        sp = spawn(cmd, port, data, log_path, {**os.environ, **(env or {})}, "etcdlite",
+                   peer_url or DEFAULT_PEER_URL)
         started.append(sp)
         return sp
 
@@ -190,7 +198,7 @@ def start_real_etcd(
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                "--initial-cluster", f"default={peer}", *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        sp = spawn(cmd, port, data, log_path, env, flavor)
+        sp = spawn(cmd, port, data, log_path, env, flavor, peer)
         started.append(sp)
         return sp
 
