@@ -87,10 +87,19 @@ class WatchStream:
     next_id: int = 0
     closed: bool = False
     progress_pending: bool = False
+    lagging: set[Watcher] = field(default_factory=set)
+    """This stream's unsynced watchers (catching up from history)."""
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while the outbox has room: the request reader waits on it."""
+
+    def __post_init__(self) -> None:
+        self.room.set()
 
     def push(self, resp: WatchResponse) -> None:
         self.outbox.append(resp)
         self.wakeup.set()
+        if len(self.outbox) >= self.hub.outbox_limit:
+            self.room.clear()
 
     def has_room(self) -> bool:
         return len(self.outbox) < self.hub.outbox_limit
@@ -101,12 +110,13 @@ class WatchStream:
             if self.closed:
                 return None
             self.wakeup.clear()
-            # Room in the outbox again: lagging watchers of this stream may catch up.
-            self.hub.schedule_catch_up()
             await self.wakeup.wait()
         resp = self.outbox.popleft()
-        if len(self.outbox) < self.hub.outbox_limit // 2:
-            self.hub.schedule_catch_up()
+        if len(self.outbox) < self.hub.outbox_limit:
+            self.room.set()
+            if self.lagging and len(self.outbox) <= self.hub.outbox_limit // 2:
+                # Room again: this stream's lagging watchers may catch up.
+                self.hub.schedule_catch_up(self)
         return resp
 
     def all_synced(self) -> bool:
@@ -135,7 +145,8 @@ class WatchHub:
         self._rng = rng if rng is not None else random.Random()
         self._by_key: dict[bytes, set[Watcher]] = {}
         self._ranges: set[Watcher] = set()
-        self._unsynced: set[Watcher] = set()
+        self._pending: set[WatchStream] = set()
+        """Streams with lagging watchers and room in their outbox."""
         self._catch_up: asyncio.Task[None] | None = None
         self._progress: asyncio.Task[None] | None = None
         self._streams: set[WatchStream] = set()
@@ -190,8 +201,7 @@ class WatchHub:
         if start > current:
             self._join_synced(w)
         else:
-            self._unsynced.add(w)
-            self.schedule_catch_up()
+            self._lag(w)
 
     def cancel(self, stream: WatchStream, watch_id: int) -> None:
         """Cancel a watcher of the stream; an unknown id is ignored (etcd sends nothing)."""
@@ -222,9 +232,14 @@ class WatchHub:
         self._fill(resp, self._store.current_revision)
         stream.push(resp)
 
+    def _lag(self, w: Watcher) -> None:
+        """``w`` must catch up from history, starting at ``w.next_rev``."""
+        w.stream.lagging.add(w)
+        self.schedule_catch_up(w.stream)
+
     def _join_synced(self, w: Watcher) -> None:
         w.synced = True
-        self._unsynced.discard(w)
+        w.stream.lagging.discard(w)
         if w.end is None:
             self._by_key.setdefault(w.key, set()).add(w)
         else:
@@ -249,7 +264,7 @@ class WatchHub:
     def _detach(self, w: Watcher) -> None:
         if w.synced:
             self._leave_synced(w)
-        self._unsynced.discard(w)
+        w.stream.lagging.discard(w)
 
     # -- live events ------------------------------------------------------------------
 
@@ -281,8 +296,11 @@ class WatchHub:
         stream = w.stream
         if not stream.has_room():
             if w.synced:
+                # A synced watcher has everything before this revision (or had nothing
+                # to receive there): it resumes from history at this very revision.
                 self._leave_synced(w)
-                self._unsynced.add(w)  # re-read from history (next_rev stays) later
+                w.next_rev = max(w.next_rev, rev)
+                self._lag(w)
             return False
         kept = [e for e in events
                 if not (w.no_put and e.type == _PUT) and not (w.no_delete and e.type == _DELETE)]
@@ -338,22 +356,30 @@ class WatchHub:
 
     # -- catching up ------------------------------------------------------------------
 
-    def schedule_catch_up(self) -> None:
-        if self._unsynced and self._catch_up is None:
+    def schedule_catch_up(self, stream: WatchStream) -> None:
+        """Let ``stream``'s lagging watchers catch up, if it has any and has room.
+
+        Costs O(1): a stream that drains only reschedules itself, so watchers stuck
+        behind a client that does not read cost nothing per write.
+        """
+        if not stream.lagging or stream.closed or not stream.has_room():
+            return
+        self._pending.add(stream)
+        if self._catch_up is None:
             self._catch_up = asyncio.get_running_loop().create_task(self._catch_up_loop())
 
     async def _catch_up_loop(self) -> None:
         try:
-            while self._unsynced:
-                progressed = False
-                for w in list(self._unsynced):
-                    if w.stream.closed or w not in self._unsynced:
-                        continue
-                    if w.stream.has_room():
+            while self._pending:
+                for stream in list(self._pending):
+                    self._pending.discard(stream)
+                    for w in list(stream.lagging):
+                        if not stream.has_room() or stream.closed:
+                            break
                         self._catch_up_step(w)
-                        progressed = True
-                if not progressed:
-                    return  # every lagging stream is full: its reader reschedules us
+                    # Still behind and still room: another round. A full stream waits
+                    # for its reader (next_response) to schedule it again.
+                    self.schedule_catch_up(stream)
                 await asyncio.sleep(0)
         finally:
             self._catch_up = None

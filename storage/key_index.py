@@ -22,13 +22,16 @@ gives::
 (tombstones); ``get(4)`` sees 4.0 (created 4, version 1).
 
 Compaction at revision R keeps, in the generation that is live at R, the newest revision
-<= R (it is still the value of the key at R) and drops everything older. A tombstone
-that would be the only thing left of its generation goes too. So compacting the example:
+<= R (it is still the value of the key at R) and drops everything older. A generation
+whose tombstone is <= R goes from the index; but a tombstone exactly AT R stays
+``available`` (on disk), so a watch from the compact revision still sees that DELETE
+(etcd 3.5.1 dropped it; etcd fixed this in #18274). Compacting the example:
 
-    compact(2) -> {2.0, 3.0(t)}, {4.0, 5.0(t)}, {}
-    compact(4) -> {4.0, 5.0(t)}, {}
-    compact(5) -> {}                (the key index is empty: drop it)
-    compact(6) -> {}
+    compact(2) -> {2.0, 3.0(t)}, {4.0, 5.0(t)}, {}     available {2.0}
+    compact(3) -> {4.0, 5.0(t)}, {}                    available {3.0(t)}
+    compact(4) -> {4.0, 5.0(t)}, {}                    available {4.0}
+    compact(5) -> {}  (the key index is empty: drop)   available {5.0(t)}
+    compact(6) -> {}                                   available {}
 """
 
 from __future__ import annotations
@@ -135,8 +138,12 @@ class KeyIndex:
         to ``available`` (the revisions physical compaction must keep)."""
         gen_idx = 0
         last = len(self.generations) - 1
-        # Skip generations that were closed (tombstoned) at or before `at`.
+        # Skip generations that were closed (tombstoned) at or before `at`; a tombstone
+        # exactly at `at` is the DELETE event of the compact revision: keep it on disk.
         while gen_idx < last and self.generations[gen_idx].revs[-1].main <= at:
+            tomb = self.generations[gen_idx].revs[-1]
+            if tomb.main == at:
+                available.add(tomb)
             gen_idx += 1
         g = self.generations[gen_idx]
         keep_from = -1

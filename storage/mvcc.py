@@ -330,18 +330,25 @@ class Store:
         last_main = 1
         with backend.env.begin(db=backend.db(b"key"), buffers=False) as txn:
             cursor = txn.cursor()
-            self._restore_index(cursor.iternext())
+            tombstones_at_scheduled = self._restore_index(cursor.iternext(), scheduled)
             if cursor.last():
                 last_main = decode(cursor.key())[0].main
         self.compact_revision = scheduled
         self.finished_compact_revision = finished
         self.current_revision = max(last_main, scheduled, 1)
         if scheduled > finished:
-            # The member stopped before the physical compaction was done: redo it.
-            self.pending_compaction = CompactionJob(scheduled, self.index.compact(scheduled))
+            # The member stopped before the physical compaction was done: redo it. The
+            # index may no longer know a tombstone AT the compact revision (its puts are
+            # gone already), so keep those explicitly: they are that revision's DELETEs.
+            keep = self.index.compact(scheduled) | tombstones_at_scheduled
+            self.pending_compaction = CompactionJob(scheduled, keep)
 
-    def _restore_index(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+    def _restore_index(
+        self, records: Iterable[tuple[bytes, bytes]], scheduled: int
+    ) -> set[Revision]:
+        """Rebuild the index; returns the tombstones at main revision ``scheduled``."""
         index = self.index
+        tombstones_at_scheduled: set[Revision] = set()
         for raw_rev, raw_kv in records:
             rev, tombstone = decode(raw_rev)
             try:
@@ -349,9 +356,12 @@ class Store:
             except DecodeError as exc:
                 raise CorruptStore(f"revision {rev}: undecodable key-value record") from exc
             if tombstone:
+                if rev.main == scheduled:
+                    tombstones_at_scheduled.add(rev)
                 ki = index.key_index(kv.key)
                 # A tombstone whose puts were already compacted away closes nothing.
                 if ki is not None and ki.generations[-1].revs:
                     index.tombstone(kv.key, rev)
             else:
                 index.restore(kv.key, kv.create_revision, rev, kv.version)
+        return tombstones_at_scheduled

@@ -121,6 +121,9 @@ class WatchService:
     ) -> None:
         hub = self._hub
         async for req in requests:
+            # A client that does not read its responses is not read from either: its
+            # replies would otherwise pile up past the outbox bound (etcd does the same).
+            await stream.room.wait()
             if type(req) is Refused:
                 refused.append(req)
                 hub.close_stream(stream)  # ends the response loop, which then aborts

@@ -81,11 +81,14 @@ def test_get_and_missing_keys() -> None:
 def test_compact_drops_dead_keys_and_returns_what_to_keep() -> None:
     idx = example_index()
     assert len(idx) == 5
-    assert idx.compact(4) == {R(2, 1), R(3, 0), R(3, 1)}
-    assert len(idx) == 4  # "a" was deleted at 4: nothing of it is left
+    # a's tombstone at exactly 4 stays on disk (a watch from 4 still sees the DELETE)...
+    assert idx.compact(4) == {R(2, 1), R(3, 0), R(3, 1), R(4, 0)}
+    assert len(idx) == 4  # ... but "a" was deleted at 4: nothing of it is left in the index
     assert idx.key_index(b"a") is None
     assert keys(idx, b"a", b"", 4) == ([b"a\x00", b"b", b"c"], 3)
     assert keys(idx, b"a", b"", 5) == ([b"a\x00", b"b", b"c", b"d\xff"], 4)
+    # a later compaction no longer keeps a's tombstone (it is below 5 now)
+    assert idx.compact(5) == {R(3, 0), R(3, 1), R(5, 0), R(5, 1)}
 
 
 def test_restore_rebuilds_from_oldest_record() -> None:

@@ -226,8 +226,15 @@ def test_put_then_delete_then_put_in_one_txn(m: Member) -> None:
     m.restart()
     assert m.range(b"k", None) == [(b"k", b"2", 3, 3, 1, 0)]
     m.compact(3)
-    assert m.disk() == [(Revision(3, 2), False)]
+    # the tombstone at exactly the compact revision stays on disk; the put 3.0 goes
+    assert m.disk() == [(Revision(3, 1), True), (Revision(3, 2), False)]
     assert m.range(b"k", None) == [(b"k", b"2", 3, 3, 1, 0)]
+    m.restart()  # the leftover tombstone closes nothing: 3.2 is still a fresh life
+    assert m.range(b"k", None) == [(b"k", b"2", 3, 3, 1, 0)]
+    assert m.put(b"k", b"3") == 4
+    assert m.range(b"k", None) == [(b"k", b"3", 3, 4, 2, 0)]
+    m.compact(4)
+    assert m.disk() == [(Revision(4), False)]
 
 
 def test_range_limit_and_count(m: Member) -> None:
@@ -300,13 +307,45 @@ def test_compaction_outside_a_batch_is_refused(m: Member) -> None:
 
 @pytest.mark.parametrize("batch_limit", [1, 2, 3, 1000])
 def test_compaction_deleting_the_last_record(m: Member, batch_limit: int) -> None:
-    # Regression: when the newest record of the key table is deleted, the LMDB cursor
-    # runs off the end; compact_step must finish, not decode b"" (CorruptStore).
+    # This once made compaction delete the newest records of the key table (tombstones
+    # at the compact revision), running the LMDB cursor off the end. That cannot happen
+    # in an uninterrupted compaction any more: the newest record has the newest main
+    # revision, so compacting at or below it keeps it (a put at R always was kept, and
+    # a tombstone at exactly R now is too). The cursor path itself is covered by
+    # test_compact_step_running_off_the_end_of_the_table.
     m.put(b"a")  # 2
     m.put(b"b")  # 3
     m.delete(b"a", b"")  # 4: tombstones a@4.0, b@4.1 are the last records
     with m.backend.batch():
         job = m.store.compact(4)
+    assert job.keep == {Revision(4, 0), Revision(4, 1)}
+    steps = 1
+    while not m.store.compact_step(job, batch_limit):
+        steps += 1
+        assert steps <= 5
+    assert steps == -(-4 // batch_limit)  # ceil(4 records / batch_limit), no rescans
+    assert m.disk() == [(Revision(4, 0), True), (Revision(4, 1), True)]
+    assert m.store.pending_compaction is None
+    s = m.restart()
+    assert (s.current_revision, s.compact_revision, s.pending_compaction) == (4, 4, None)
+    assert m.put(b"a") == 5
+    assert m.range() == [(b"a", b"v", 5, 5, 1, 0)]
+    m.compact(5)  # the tombstones are below 5 now: gone
+    assert m.disk() == [(Revision(5), False)]
+
+
+@pytest.mark.parametrize("batch_limit", [1, 2, 3, 1000])
+def test_compact_step_running_off_the_end_of_the_table(m: Member, batch_limit: int) -> None:
+    # Regression: when compact_step deletes the newest record of the key table, the LMDB
+    # cursor runs off the end; compact_step must finish, not decode b"" (CorruptStore).
+    # Store.compact keeps the newest record (see above), but compact_step must terminate
+    # for any keep set: clear it by hand to make it delete the table's last records.
+    m.put(b"a")  # 2
+    m.put(b"b")  # 3
+    m.delete(b"a", b"")  # 4: tombstones a@4.0, b@4.1 are the last records
+    with m.backend.batch():
+        job = m.store.compact(4)
+    job.keep.clear()
     steps = 1
     while not m.store.compact_step(job, batch_limit):
         steps += 1
@@ -318,6 +357,24 @@ def test_compaction_deleting_the_last_record(m: Member, batch_limit: int) -> Non
     assert (s.current_revision, s.compact_revision, s.pending_compaction) == (4, 4, None)
     assert m.put(b"a") == 5
     assert m.range() == [(b"a", b"v", 5, 5, 1, 0)]
+
+
+def test_compaction_at_a_delete_keeps_its_event(m: Member) -> None:
+    # A watch from the compact revision reads history(R, ...): the DELETE at R must
+    # still be there (etcd-io/etcd#18274), though reads at R no longer see the key.
+    m.put(b"a", b"1")  # 2
+    m.put(b"b", b"1")  # 3
+    m.delete(b"a")  # 4
+    m.compact(4)
+    assert m.disk() == [(Revision(3), False), (Revision(4), True)]
+    assert m.store.index.key_index(b"a") is None
+    assert m.range(rev=4) == [(b"b", b"1", 3, 3, 1, 0)]
+    [(main, is_delete, kv)] = m.store.history(4, 4, 1000)
+    assert (main, is_delete, kv.key, kv.mod_revision) == (4, True, b"a", 4)
+    assert m.put(b"b", b"2") == 5
+    m.compact(5)  # above the delete: its tombstone goes from disk
+    assert m.disk() == [(Revision(5), False)]
+    assert m.store.history(4, 4, 1000) == []
 
 
 def test_compaction_keeps_newest_live_revision_per_key(m: Member) -> None:
@@ -412,23 +469,39 @@ def test_restore_with_a_tombstone_whose_puts_were_compacted(m: Member) -> None:
     m.delete(b"a")  # 4
     with m.backend.batch():
         job = m.store.compact(4)
-    assert job.keep == {Revision(3)}
-    assert m.store.compact_step(job, 1) is False  # deletes a@2, leaves a's tombstone
+    assert job.keep == {Revision(3), Revision(4)}  # a's tombstone at exactly 4 stays
+    while not m.store.compact_step(job, 1):
+        pass
     assert m.disk() == [(Revision(3), False), (Revision(4), True)]
     s = m.restart()
-    assert s.index.key_index(b"a") is None
-    assert (s.current_revision, s.compact_revision) == (4, 4)
+    assert s.index.key_index(b"a") is None  # the tombstone closes nothing
+    assert (s.current_revision, s.compact_revision, s.pending_compaction) == (4, 4, None)
     assert m.range() == [(b"b", b"1", 3, 3, 1, 0)]
-    job = s.pending_compaction
-    assert job is not None
-    assert job.keep == {Revision(3)}
-    # the key can live again, and the leftover tombstone still gets compacted away
+    assert [(main, d, kv.key) for main, d, kv in s.history(4, 4, 1000)] == [(4, True, b"a")]
+    # the key can live again, and a later compaction deletes the leftover tombstone
     assert m.put(b"a", b"2") == 5
-    while not s.compact_step(job, 1):
-        pass
+    assert m.range(b"a", None) == [(b"a", b"2", 5, 5, 1, 0)]
+    m.compact(5)
     assert m.disk() == [(Revision(3), False), (Revision(5), False)]
     s = m.restart()
     assert m.range() == [(b"a", b"2", 5, 5, 1, 0), (b"b", b"1", 3, 3, 1, 0)]
+
+
+def test_restart_mid_compaction_keeps_the_tombstone_at_the_compact_revision(m: Member) -> None:
+    m.put(b"a", b"1")  # 2
+    m.put(b"b", b"1")  # 3
+    m.delete(b"a")  # 4
+    with m.backend.batch():
+        job = m.store.compact(4)
+    assert job.keep == {Revision(3), Revision(4)}
+    assert m.store.compact_step(job, 1) is False  # deletes a@2 only
+    assert m.disk() == [(Revision(3), False), (Revision(4), True)]
+    s = m.restart()
+    job = s.pending_compaction
+    assert job is not None
+    while not s.compact_step(job, 1):
+        pass
+    assert m.disk() == [(Revision(3), False), (Revision(4), True)]
 
 
 def test_restore_tombstone_of_compacted_key_then_recreated(m: Member) -> None:
