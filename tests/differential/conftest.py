@@ -21,14 +21,12 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
 import pytest
+from etcd_procs import ServerProc, start_pair, stop_all
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
@@ -39,20 +37,7 @@ CALL_TIMEOUT_S = 15.0
 
 SOFT = os.environ.get("ETCDLITE_DIFF_SOFT") == "1"
 
-#: A started server: ``tests/conftest.py``'s ServerProc (endpoint, url, stub(), log(), stop()).
-ServerProc = Any
 Normalizer = Callable[[Message, ServerProc], None]
-
-
-def _root_conftest(config: pytest.Config) -> ModuleType:
-    """``tests/conftest.py`` as pytest loaded it (both conftests are named "conftest", so a
-    plain ``from conftest import free_port`` here would import this very module)."""
-    want = Path(__file__).resolve().parent.parent / "conftest.py"
-    for plugin in config.pluginmanager.get_plugins():
-        file = getattr(plugin, "__file__", None)
-        if file and Path(file).resolve() == want:
-            return plugin
-    raise RuntimeError(f"{want} is not loaded as a conftest")
 
 
 class _RecordingStub:
@@ -231,31 +216,13 @@ def op() -> type[Op]:
 
 
 @pytest.fixture
-def pair(request: pytest.FixtureRequest, start_real_etcd: Callable[..., ServerProc],
+def pair(start_real_etcd: Callable[..., ServerProc],
          start_etcdlite: Callable[..., ServerProc]) -> Iterator[Pair]:
-    free_port = _root_conftest(request.config).free_port
-    for attempt in (1, 2):
-        # Ports come from free_port(), so another process (or the other server of this very
-        # pair, started concurrently) may grab one before it is bound: retry once on failure.
-        peer_port = free_port()
-        peer_url = f"http://127.0.0.1:{peer_port}"
-        with ThreadPoolExecutor(2) as pool:
-            f_real = pool.submit(start_real_etcd, peer_port=peer_port)
-            f_lite = pool.submit(start_etcdlite, peer_url=peer_url)
-            try:
-                real, lite = f_real.result(), f_lite.result()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                for f in (f_real, f_lite):  # stop the one that did start, if any
-                    if f.exception() is None:
-                        f.result().stop()
+    real, lite, peer_url = start_pair(start_real_etcd, start_etcdlite)
     p = Pair(real, lite, peer_url)
     yield p
     # Stop both at once (the start fixtures' own teardown then finds them stopped).
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda sp: sp.stop(), (real, lite)))
+    stop_all(real, lite)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,52 +13,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
-
-ServerProc = Any  # tests/conftest.py's ServerProc
+from etcd_procs import ServerProc, launch_etcdlite, launch_real_etcd, real_etcd_binary
 
 REFERENCE = os.environ.get("ETCDLITE_LEASE_REFERENCE") == "1"
 
 
-def root_conftest(config: pytest.Config) -> ModuleType:
-    """``tests/conftest.py`` as pytest loaded it (a plain ``import conftest`` here would
-    import this very module)."""
-    want = Path(__file__).resolve().parent.parent / "conftest.py"
-    for plugin in config.pluginmanager.get_plugins():
-        file = getattr(plugin, "__file__", None)
-        if file and Path(file).resolve() == want:
-            return plugin
-    raise RuntimeError(f"{want} is not loaded as a conftest")
-
-
 @pytest.fixture(scope="module")
-def lease_lite(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    rc = root_conftest(request.config)
+def lease_lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("lease-lite")
-    port = rc.free_port()
-    data = base / "server.etcd"
-    url = f"http://127.0.0.1:{port}"
+    data, log_path = base / "server.etcd", base / "server.log"
     if REFERENCE:
-        binary = rc.real_etcd_binaries()["etcd-3.5"]
-        if binary is None:
-            pytest.skip("etcd-3.5 not installed")
-        peer = f"http://127.0.0.1:{rc.free_port()}"
-        cmd = [binary, "--name", "default", "--data-dir", str(data),
-               "--listen-client-urls", url, "--advertise-client-urls", url,
-               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-               "--initial-cluster", f"default={peer}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        flavor = "etcd-3.5"
+        sp = launch_real_etcd("etcd-3.5", real_etcd_binary("etcd-3.5"), data, log_path)
     else:
-        cmd = [*rc.etcdlite_command(), "--data-dir", str(data),
-               "--listen-client-urls", url, "--advertise-client-urls", url]
-        env, flavor = dict(os.environ), "etcdlite"
-    sp = rc.spawn(cmd, port, data, base / "server.log", env, flavor)
+        sp = launch_etcdlite(data, log_path)
     yield sp
     sp.stop()
 
