@@ -12,6 +12,8 @@ Example (inside a running event loop)::
 
     etcd = Etcd(EtcdConfig(data_dir=tmp), logger)
     etcd.start()
+    await etcd.publish(["http://127.0.0.1:2379"])
+    etcd.serving()
     resp = await etcd.put(PutRequest(key=b"k", value=b"v"))
     resp.header.revision            # 2
     etcd.range(RangeRequest(key=b"k")).kvs[0].value   # b"v"
@@ -127,8 +129,6 @@ class Etcd:
     def start(self) -> None:
         """Start the term; resume a physical compaction a previous run left unfinished."""
         self.node.start()
-        # This member leads from here on: leases count from now (+ an election timeout).
-        self.lessor.promote(self.cfg.election_timeout_ms / 1000)
         self.compactor.kick()
         self._expiry_task = asyncio.get_running_loop().create_task(self._expire_leases())
 
@@ -138,6 +138,12 @@ class Etcd:
             member_id=self.member_id, name=self.cfg.name, client_urls=client_urls))
         if not self.membership.cluster_version:
             await self._submit(ClusterVersionRequest(version=ETCD_CLUSTER_VERSION))
+
+    def serving(self) -> None:
+        """Clients can reach this member now: as the leader it starts the lease clocks
+        (full TTL plus one election timeout, as a new etcd leader does), so no lease can
+        expire before its holder could have kept it alive."""
+        self.lessor.promote(self.cfg.election_timeout_ms / 1000)
 
     def _on_applied(self, changes: list[tuple[int, list[KeyValue]]]) -> None:
         if changes:

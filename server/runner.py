@@ -130,6 +130,7 @@ class Runner:
         advertise = cfg.advertise_client_urls or bound
         await etcd.publish([_fill_port(u, bound) for u in advertise])
         await server.start()
+        etcd.serving()
         self._server = server
         self.client_urls = bound
         for url in bound:

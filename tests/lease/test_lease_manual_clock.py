@@ -53,6 +53,7 @@ async def member(data_dir: Path, clock: ManualClock) -> AsyncIterator[Etcd]:
     etcd.start()
     try:
         await asyncio.wait_for(etcd.publish(["http://127.0.0.1:2379"]), STEP_S)
+        etcd.serving()  # what the runner does once clients can connect
         yield etcd
     finally:
         await etcd.stop()

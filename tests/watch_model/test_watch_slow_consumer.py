@@ -73,6 +73,7 @@ async def member(data_dir: Path) -> AsyncIterator[Etcd]:
     etcd = Etcd(EtcdConfig(data_dir=data_dir, log_level="error"), Logger("error"))
     etcd.start()
     await etcd.publish(["http://127.0.0.1:2379"])
+    etcd.serving()  # what the runner does once clients can connect
     try:
         yield etcd
     finally:
