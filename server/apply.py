@@ -128,6 +128,12 @@ class Applier:
                     self._check_space(p.request)
                     results.append(handlers[type(p.request)](p.request))
                 except _DOMAIN_ERRORS as exc:
+                    if any(changes for _rev, changes in self.applied_changes[first_change:]):
+                        # Every refusal must come before the first write of its entry;
+                        # a write cannot be taken back, so this is a bug: stop the member.
+                        raise AssertionError(
+                            f"entry {entry.index} was refused ({exc!r}) after writing"
+                        ) from exc
                     results.append(exc)
                 for _rev, changes in self.applied_changes[first_change:]:
                     self.lessor.on_changes(changes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from etcdlite.server.errors import ServerStopped
 from etcdlite.storage.mvcc import Store
 
 
@@ -56,6 +57,11 @@ class Compactor:
         await fut
 
     async def stop(self) -> None:
+        """Stop compacting; whoever waits for a physical compaction gets ServerStopped."""
+        for _rev, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(ServerStopped())
+        self._waiters = []
         task = self._task
         if task is not None:
             task.cancel()

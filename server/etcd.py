@@ -197,7 +197,13 @@ class Etcd:
 
     # -- KV ---------------------------------------------------------------------------
 
+    def _check_alive(self) -> None:
+        """After a fatal error memory and disk may disagree: serve nothing more."""
+        if self.fatal_error is not None:
+            raise ServerStopped()
+
     def range(self, r: RangeRequest) -> RangeResponse:
+        self._check_alive()
         with self.store.read() as view:
             return kv.range_(view, r)
 
@@ -209,6 +215,7 @@ class Etcd:
 
     async def txn(self, r: TxnRequest) -> TxnResponse:
         if kv.is_read_only(r):
+            self._check_alive()
             with self.store.read() as view:
                 return kv.txn_read_only(view, r)
         return await self._propose(r)  # type: ignore[return-value]
@@ -253,6 +260,7 @@ class Etcd:
         return self.lessor.renew(lease_id)
 
     def lease_time_to_live(self, r: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse:
+        self._check_alive()
         lease = self.lessor.get(r.ID)
         if lease is None:
             return LeaseTimeToLiveResponse(ID=r.ID, TTL=-1)

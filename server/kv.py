@@ -227,21 +227,64 @@ def _path(view: ReadView, r: TxnRequest) -> _Path:
     return path
 
 
+@dataclass(slots=True)
+class _Effects:
+    """What the ops checked so far will have done when the next op runs: keys they put
+    and ranges they deleted (in execution order, nested txns included)."""
+
+    put: set[bytes] = field(default_factory=set)
+    deleted: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+
+    def exists_after(self, view: ReadView, key: bytes) -> bool:
+        """Whether ``key`` exists when an op after the checked ones runs."""
+        if key in self.put:
+            return True
+        if any(_covers(start, end, key) for start, end in self.deleted):
+            return False
+        return bool(view.range(key, None).kvs)
+
+    def delete(self, start: bytes, end: bytes | None) -> None:
+        self.deleted.append((start, end))
+        self.put = {k for k in self.put if not _covers(start, end, k)}
+
+
+def _covers(start: bytes, end: bytes | None, key: bytes) -> bool:
+    """Whether ``key`` lies in a range in the index's convention (None: single key)."""
+    if end is None:
+        return key == start
+    return start <= key and (not end or key < end)
+
+
 def _check(
-    view: ReadView, r: TxnRequest, path: _Path, lease_exists: LeaseExists | None
+    view: ReadView,
+    r: TxnRequest,
+    path: _Path,
+    lease_exists: LeaseExists | None,
+    effects: _Effects | None = None,
 ) -> None:
-    """Refuse the txn before it writes anything (``lease_exists`` None: a read-only txn)."""
+    """Refuse the txn before it writes anything (``lease_exists`` None: a read-only txn).
+
+    ignore_value/ignore_lease puts need their key to exist when they run, so earlier
+    deletes of the same branch count: e.g. ``[delete from "a", put k ignore_value]``
+    is refused with "key not found" here, not half-applied (etcd 3.5 panics on it).
+    """
+    if effects is None:
+        effects = _Effects()
     nested = iter(path.nested)
     for op in r.success if path.succeeded else r.failure:
         which = op.WhichOneof("request")
         if which == "request_txn":
-            _check(view, op.request_txn, next(nested), lease_exists)
+            _check(view, op.request_txn, next(nested), lease_exists, effects)
+        elif which == "request_delete_range":
+            d = op.request_delete_range
+            effects.delete(d.key, index_end(d.range_end))
         elif which == "request_put" and lease_exists is not None:
             p = op.request_put
-            if (p.ignore_value or p.ignore_lease) and not view.range(p.key, None).kvs:
+            if (p.ignore_value or p.ignore_lease) and not effects.exists_after(view, p.key):
                 raise KeyNotFound()
             if p.lease and not lease_exists(p.lease):
                 raise LeaseNotFound()
+            effects.put.add(p.key)
         elif which == "request_range":
             rev = op.request_range.revision
             if rev == 0:

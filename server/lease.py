@@ -84,7 +84,10 @@ class Lessor:
         return sorted(self._leases)
 
     def remaining(self, lease: Lease) -> int:
-        """Whole seconds left, truncated (never below 0)."""
+        """Whole seconds left, truncated (never below 0); the full TTL before the member
+        has promoted its leases."""
+        if math.isinf(lease.expiry):
+            return lease.ttl
         return max(0, int(lease.expiry - self._clock.monotonic()))
 
     # -- applied changes (deterministic, inside the apply batch) ----------------------

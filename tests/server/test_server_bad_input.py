@@ -220,3 +220,24 @@ def test_unimplemented_services_answer_unimplemented():
         # The server is unharmed and still serving.
         assert wire.Stub(ch, "KV").Put(PutRequest(key=b"k")).header.revision == 2
         ch.close()
+
+
+def test_ignore_value_after_a_delete_in_the_same_txn_changes_nothing(small):
+    # The delete runs first, so the ignore_value put would find no key: the txn must be
+    # refused before it writes anything (etcd 3.5 panics here; a half-applied txn would
+    # leave a DELETE behind and reuse the revision).
+    small.Put(PutRequest(key=b"ign/k", value=b"1"))
+    before = small.Range(RangeRequest(key=b"ign/k"))
+    expect(lambda: small.Txn(TxnRequest(success=[
+        del_op(b"ign/", b"\x00"),  # from-key: not a duplicate of the put below (etcd's rule)
+        RequestOp(request_put=PutRequest(key=b"ign/k", ignore_value=True)),
+    ])), INVALID, "etcdserver: key not found")
+    after = small.Range(RangeRequest(key=b"ign/k"))
+    assert (after.header.revision, after.count) == (before.header.revision, 1)
+    # A put earlier in the branch (here in a nested txn) makes its key exist for later ops.
+    done = small.Txn(TxnRequest(success=[
+        del_op(b"ign/", b"\x00"),
+        txn_op(success=[put_op(b"ign/n", b"2")]),
+    ]))
+    assert done.succeeded
+    assert small.Range(RangeRequest(key=b"ign/k")).count == 0
