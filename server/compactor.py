@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from etcdlite.server.errors import ServerStopped
 from etcdlite.storage.mvcc import Store
 
 
 class Compactor:
-    def __init__(self, store: Store, batch_limit: int = 1000):
+    def __init__(
+        self,
+        store: Store,
+        on_fatal: Callable[[BaseException], None],
+        batch_limit: int = 1000,
+    ):
         self._store = store
+        self._on_fatal = on_fatal
         self._batch_limit = batch_limit
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -31,7 +38,11 @@ class Compactor:
         try:
             store = self._store
             while (job := store.pending_compaction) is not None:
-                store.compact_step(job, self._batch_limit)
+                try:
+                    store.compact_step(job, self._batch_limit)
+                except Exception as exc:  # a storage failure: the member must stop
+                    self._on_fatal(exc)
+                    return
                 self._wake()
                 await asyncio.sleep(0)
         finally:

@@ -106,7 +106,7 @@ class Etcd:
                              min_lease_ttl(cfg.election_timeout_ms, cfg.heartbeat_interval_ms))
         self.applier = Applier(self.store, self.alarms, self.membership, self.lessor)
         self.wait = Wait()
-        self.compactor = Compactor(self.store)
+        self.compactor = Compactor(self.store, self._fatal)
         self.watch_hub = WatchHub(
             self.store,
             self.fill_watch_header,

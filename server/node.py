@@ -86,7 +86,12 @@ class LocalNode:
         if results is None:
             return
         # Watchers hear of the new revisions before any writer gets its reply.
-        self._on_applied(self._applier.take_changes())
+        try:
+            self._on_applied(self._applier.take_changes())
+        except Exception as exc:  # the hub or compactor broke: fail-stop (waiters learn it)
+            self._stopped = True
+            self._on_fatal(exc)
+            return
         trigger = self._wait.trigger
         for p, result in zip(queue, results, strict=True):
             trigger(p.id, result)

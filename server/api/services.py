@@ -120,21 +120,25 @@ class WatchService:
         refused: list[Refused],
     ) -> None:
         hub = self._hub
-        async for req in requests:
-            # A client that does not read its responses is not read from either: its
-            # replies would otherwise pile up past the outbox bound (etcd does the same).
-            await stream.room.wait()
-            if type(req) is Refused:
-                refused.append(req)
-                hub.close_stream(stream)  # ends the response loop, which then aborts
-                return
-            which = req.WhichOneof("request_union")
-            if which == "create_request":
-                hub.create(stream, req.create_request)
-            elif which == "cancel_request":
-                hub.cancel(stream, req.cancel_request.watch_id)
-            elif which == "progress_request":
-                hub.request_progress(stream)
+        try:
+            async for req in requests:
+                # A client that does not read its responses is not read from either: its
+                # replies would otherwise pile up past the outbox bound (as etcd does).
+                await stream.room.wait()
+                if type(req) is Refused:
+                    refused.append(req)
+                    hub.close_stream(stream)  # ends the response loop, which then aborts
+                    return
+                which = req.WhichOneof("request_union")
+                if which == "create_request":
+                    hub.create(stream, req.create_request)
+                elif which == "cancel_request":
+                    hub.cancel(stream, req.cancel_request.watch_id)
+                elif which == "progress_request":
+                    hub.request_progress(stream)
+        except Exception as exc:  # a bug must end the stream visibly, not leave it mute
+            refused.append(Refused(grpc.StatusCode.INTERNAL, f"etcdlite: watch: {exc!r}"))
+            hub.close_stream(stream)
 
 
 class LeaseService:
