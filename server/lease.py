@@ -175,10 +175,6 @@ class Lessor:
             heapq.heappush(heap, (now + RETRY_S, lease_id))
         return due
 
-    def next_expiry(self) -> float | None:
-        """The monotonic time of the earliest (possibly stale) heap entry."""
-        return self._heap[0][0] if self._heap else None
-
     # -- internals --------------------------------------------------------------------
 
     def _add(self, lease: Lease) -> None:

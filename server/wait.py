@@ -42,6 +42,3 @@ class Wait:
         for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
-
-    def __len__(self) -> int:
-        return len(self._waiters)

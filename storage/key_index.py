@@ -120,19 +120,6 @@ class KeyIndex:
                     return revs[i], g.created, g.version - (n - i - 1)
         raise RevisionNotFound(self.key)
 
-    def since(self, main: int) -> list[Revision]:
-        """Revisions at or after ``main``, one per main revision (the last of each)."""
-        out: list[Revision] = []
-        for g in self.generations:
-            for rev in g.revs:
-                if rev.main < main:
-                    continue
-                if out and out[-1].main == rev.main:
-                    out[-1] = rev
-                else:
-                    out.append(rev)
-        return out
-
     def compact(self, at: int, available: set[Revision]) -> None:
         """Drop history older than main revision ``at``; add what stays visible at ``at``
         to ``available`` (the revisions physical compaction must keep)."""
