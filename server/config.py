@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MAX_TXN_OPS = 128
+DEFAULT_SNAPSHOT_COUNT = 100_000
+DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864
 GRPC_OVERHEAD_BYTES = 512 * 1024
 """gRPC accepts messages this much larger than --max-request-bytes (as etcd does)."""
@@ -44,5 +46,30 @@ class EtcdConfig:
     watch_progress_notify_interval_s: float = 600.0
     """--experimental-watch-progress-notify-interval (etcd's default: 10m)."""
 
+    wal_dir: Path | None = None
+    """--wal-dir: None keeps the WAL in ``<data-dir>/member/wal``."""
+    snapshot_count: int = DEFAULT_SNAPSHOT_COUNT
+    """--snapshot-count: applied entries between snapshots (0 means the default)."""
+    quota_backend_bytes: int = 0
+    """--quota-backend-bytes: 0 means 2 GiB; negative means no quota."""
+    unsafe_no_fsync: bool = False
+    """--unsafe-no-fsync: acknowledge writes before they reach the disk (a crash of the
+    machine, not of the process, may lose them). Embedded servers on a temporary
+    directory use it."""
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else Path(f"{self.name}.etcd")
+
+    def resolved_wal_dir(self) -> Path:
+        if self.wal_dir is not None:
+            return self.wal_dir
+        return self.resolved_data_dir() / "member" / "wal"
+
+    def resolved_quota(self) -> int:
+        """The backend quota in bytes, or 0 for none."""
+        if self.quota_backend_bytes < 0:
+            return 0
+        return self.quota_backend_bytes or DEFAULT_QUOTA_BACKEND_BYTES
+
+    def resolved_snapshot_count(self) -> int:
+        return self.snapshot_count if self.snapshot_count > 0 else DEFAULT_SNAPSHOT_COUNT
