@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from etcdlite.protos import rpc_pb2 as etcdlite_dot_protos_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65tcdlite/protos/internal.proto\x12\x13\x65tcdlite.internalpb\x1a\x19\x65tcdlite/protos/rpc.proto\"[\n\x16\x42ootstrapMemberRequest\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.etcdlite.etcdserverpb.Member\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\"O\n\x17MemberAttributesRequest\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x03 \x03(\t\"(\n\x15\x43lusterVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"&\n\x0bLeaseRecord\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65tcdlite/protos/internal.proto\x12\x13\x65tcdlite.internalpb\x1a\x19\x65tcdlite/protos/rpc.proto\"[\n\x16\x42ootstrapMemberRequest\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.etcdlite.etcdserverpb.Member\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\"O\n\x17MemberAttributesRequest\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x03 \x03(\t\"(\n\x15\x43lusterVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"&\n\x0bLeaseRecord\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\"\x9d\x05\n\x0fInternalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x30\n\x03put\x18\x02 \x01(\x0b\x32!.etcdlite.etcdserverpb.PutRequestH\x00\x12\x41\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32).etcdlite.etcdserverpb.DeleteRangeRequestH\x00\x12\x30\n\x03txn\x18\x04 \x01(\x0b\x32!.etcdlite.etcdserverpb.TxnRequestH\x00\x12>\n\ncompaction\x18\x05 \x01(\x0b\x32(.etcdlite.etcdserverpb.CompactionRequestH\x00\x12?\n\x0blease_grant\x18\x06 \x01(\x0b\x32(.etcdlite.etcdserverpb.LeaseGrantRequestH\x00\x12\x41\n\x0clease_revoke\x18\x07 \x01(\x0b\x32).etcdlite.etcdserverpb.LeaseRevokeRequestH\x00\x12\x34\n\x05\x61larm\x18\x08 \x01(\x0b\x32#.etcdlite.etcdserverpb.AlarmRequestH\x00\x12@\n\tbootstrap\x18\x14 \x01(\x0b\x32+.etcdlite.internalpb.BootstrapMemberRequestH\x00\x12I\n\x11member_attributes\x18\x15 \x01(\x0b\x32,.etcdlite.internalpb.MemberAttributesRequestH\x00\x12\x45\n\x0f\x63luster_version\x18\x16 \x01(\x0b\x32*.etcdlite.internalpb.ClusterVersionRequestH\x00\x42\t\n\x07requestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,4 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERVERSIONREQUEST']._serialized_end=296
   _globals['_LEASERECORD']._serialized_start=298
   _globals['_LEASERECORD']._serialized_end=336
+  _globals['_INTERNALREQUEST']._serialized_start=339
+  _globals['_INTERNALREQUEST']._serialized_end=1008
 # @@protoc_insertion_point(module_scope)
