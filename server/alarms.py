@@ -20,9 +20,8 @@ _KEY = struct.Struct(">QI")
 class AlarmStore:
     def __init__(self, backend: LmdbBackend):
         self._backend = backend
-        self._db = backend.db(b"alarm")
         self._active: set[tuple[int, int]] = set()
-        with backend.env.begin(db=self._db) as txn:
+        with backend.env.begin(db=self._backend.db(b"alarm")) as txn:
             for raw, _ in txn.cursor():
                 self._active.add(_KEY.unpack(raw))
 
@@ -42,7 +41,7 @@ class AlarmStore:
         """Raise ``alarm`` on ``member``; None if it was already active."""
         if (member, alarm) in self._active:
             return None
-        txn.put(_KEY.pack(member, alarm), b"", db=self._db)
+        txn.put(_KEY.pack(member, alarm), b"", db=self._backend.db(b"alarm"))
         self._active.add((member, alarm))
         return AlarmMember(memberID=member, alarm=alarm)
 
@@ -50,6 +49,6 @@ class AlarmStore:
         """Clear ``alarm`` on ``member``; None if it was not active."""
         if (member, alarm) not in self._active:
             return None
-        txn.delete(_KEY.pack(member, alarm), db=self._db)
+        txn.delete(_KEY.pack(member, alarm), db=self._backend.db(b"alarm"))
         self._active.discard((member, alarm))
         return AlarmMember(memberID=member, alarm=alarm)

@@ -36,13 +36,14 @@ IMPLEMENTED_VALUE_FLAGS = (
     "initial-advertise-peer-urls", "initial-cluster-token", "max-txn-ops",
     "max-request-bytes", "log-level", "logger", "log-outputs",
     "experimental-watch-progress-notify-interval", "election-timeout", "heartbeat-interval",
+    "wal-dir", "snapshot-count", "quota-backend-bytes",
 )
-IMPLEMENTED_BOOL_FLAGS = ("version", "help")
+IMPLEMENTED_BOOL_FLAGS = ("version", "help", "unsafe-no-fsync")
 
 # Every other flag of etcd 3.4/3.5: accepted, warned about, ignored.
 PENDING_VALUE_FLAGS = (
-    "wal-dir", "snapshot-count", "listen-peer-urls",
-    "listen-client-http-urls", "max-snapshots", "max-wals", "quota-backend-bytes",
+    "listen-peer-urls",
+    "listen-client-http-urls", "max-snapshots", "max-wals",
     "backend-bbolt-freelist-type", "backend-batch-interval", "backend-batch-limit",
     "grpc-keepalive-min-time", "grpc-keepalive-interval", "grpc-keepalive-timeout",
     "max-concurrent-streams", "initial-cluster", "initial-cluster-state", "discovery",
@@ -70,7 +71,7 @@ PENDING_BOOL_FLAGS = (
     "initial-election-tick-advance", "socket-reuse-port", "socket-reuse-address",
     "strict-reconfig-check", "pre-vote", "enable-v2", "client-cert-auth", "auto-tls",
     "peer-client-cert-auth", "peer-auto-tls", "enable-pprof", "enable-log-rotation", "debug",
-    "force-new-cluster", "unsafe-no-fsync", "enable-grpc-gateway",
+    "force-new-cluster", "enable-grpc-gateway",
     "experimental-initial-corrupt-check", "experimental-enable-lease-checkpoint",
     "experimental-enable-lease-checkpoint-persist",
     "experimental-peer-skip-client-san-verification", "experimental-memory-mlock",
@@ -161,11 +162,15 @@ def _urls(text: str) -> list[str]:
     return [u.strip() for u in text.split(",") if u.strip()]
 
 
-def _uint(flag: str, text: str) -> int:
+def _int(flag: str, text: str) -> int:
     try:
-        n = int(text, 0)
+        return int(text, 0)
     except ValueError:
         raise UsageError(f'invalid value "{text}" for flag -{flag}: parse error') from None
+
+
+def _uint(flag: str, text: str) -> int:
+    n = _int(flag, text)
     if n < 0:
         raise UsageError(f'invalid value "{text}" for flag -{flag}: value out of range')
     return n
@@ -221,6 +226,14 @@ def to_config(values: Mapping[str, str]) -> EtcdConfig:
     if "experimental-watch-progress-notify-interval" in values:
         flag = "experimental-watch-progress-notify-interval"
         cfg.watch_progress_notify_interval_s = parse_duration(flag, values[flag])
+    if values.get("wal-dir"):
+        cfg.wal_dir = Path(values["wal-dir"])
+    if "snapshot-count" in values:
+        cfg.snapshot_count = _uint("snapshot-count", values["snapshot-count"])
+    if "quota-backend-bytes" in values:
+        cfg.quota_backend_bytes = _int("quota-backend-bytes", values["quota-backend-bytes"])
+    if "unsafe-no-fsync" in values:
+        cfg.unsafe_no_fsync = values["unsafe-no-fsync"] == "true"
     level = values.get("log-level", "info")
     if level not in LEVELS:
         raise UsageError(f'invalid value "{level}" for flag -log-level')
@@ -236,9 +249,45 @@ Other etcd flags are accepted with a warning.
 """
 
 
+SNAPSHOT_USAGE = """Usage: etcdlite snapshot restore FILE --data-dir DIR [flags]
+
+Creates DIR from a snapshot saved with `etcdctl snapshot save` from etcdlite. Flags:
+  --data-dir DIR                      the new data directory (default: <name>.etcd)
+  --name, --initial-advertise-peer-urls, --initial-cluster-token
+                                      the new member, as for starting etcdlite
+  --skip-hash-check                   accept a file without its SHA-256 trailer
+"""
+
+
+def snapshot_main(argv: Sequence[str]) -> int:
+    """``etcdlite snapshot restore FILE --data-dir DIR``: see ``etcdlite.server.restore``."""
+    from etcdlite.server.restore import RestoreError, restore
+
+    if len(argv) < 2 or argv[0] != "restore" or argv[1].startswith("-"):
+        print(SNAPSHOT_USAGE, file=sys.stderr)
+        return 2
+    flags = list(argv[2:])
+    skip = False
+    for arg in list(flags):
+        if arg.lstrip("-").split("=", 1)[0] == "skip-hash-check":
+            skip = parse_bool("skip-hash-check", arg.split("=", 1)[1]) if "=" in arg else True
+            flags.remove(arg)
+    try:
+        parsed = parse_args(flags, {})
+        cfg = to_config(parsed.values)
+        restore(Path(argv[1]), cfg.resolved_data_dir(), skip_hash_check=skip)
+    except (UsageError, RestoreError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RestoreError) else 2
+    print(f"restored snapshot {argv[1]} into {cfg.resolved_data_dir()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
+    if argv[:1] == ["snapshot"]:
+        return snapshot_main(argv[1:])
     try:
         parsed = parse_args(argv, environ)
         if "help" in parsed.values:

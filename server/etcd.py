@@ -1,7 +1,11 @@
 """Etcd: one member's state and request pipeline, without the network.
 
-The servicers call it; it owns the backend, the MVCC store, membership, alarms, the
-applier, the commit path (``LocalNode`` for now) and the compactor.
+The servicers call it; it owns the backend, the WAL, the MVCC store, membership,
+alarms, the applier, the commit path (``LocalNode`` for now) and the compactor.
+
+Opening a data directory: the backend (LMDB) says which entry it applied last (the
+consistent index); the WAL's later entries are applied again (``LocalNode.recover``)
+before the member starts its term, so nothing acknowledged is lost after a crash.
 
 Reads (Range, read-only Txn) are answered from the local store at once: writes are
 acknowledged only after they are applied, so a read sees every acknowledged write
@@ -22,20 +26,27 @@ Example (inside a running event loop)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hashlib
+import shutil
+import struct
+from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.message import Message
 
 from etcdlite.protos.internal_pb2 import ClusterVersionRequest, MemberAttributesRequest
 from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.protos.rpc_pb2 import (
+    NOSPACE,
     AlarmRequest,
     AlarmResponse,
     AlarmType,
     CompactionRequest,
     CompactionResponse,
+    DefragmentResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    HashKVResponse,
+    HashResponse,
     LeaseGrantRequest,
     LeaseGrantResponse,
     LeaseLeasesResponse,
@@ -50,6 +61,7 @@ from etcdlite.protos.rpc_pb2 import (
     RangeRequest,
     RangeResponse,
     ResponseHeader,
+    SnapshotResponse,
     StatusResponse,
     TxnRequest,
     TxnResponse,
@@ -58,10 +70,11 @@ from etcdlite.protos.rpc_pb2 import (
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
 from etcdlite.server.apply import Applier, Proposal
+from etcdlite.server.backend_guard import BackendGuard
 from etcdlite.server.clock import Clock, SystemClock
 from etcdlite.server.compactor import Compactor
 from etcdlite.server.config import EtcdConfig, receive_limit
-from etcdlite.server.errors import LeaseNotFound, RequestTooLarge, ServerStopped
+from etcdlite.server.errors import LeaseNotFound, NoSpace, RequestTooLarge, ServerStopped
 from etcdlite.server.ids import IdGenerator
 from etcdlite.server.lease import Lessor, min_lease_ttl
 from etcdlite.server.log import Logger
@@ -70,12 +83,22 @@ from etcdlite.server.node import LocalNode
 from etcdlite.server.version import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from etcdlite.server.wait import Wait
 from etcdlite.server.watch import WatchHub
-from etcdlite.storage.backend import LmdbBackend
+from etcdlite.storage.backend import DEFAULT_MAP_SIZE, LmdbBackend
+from etcdlite.storage.errors import CorruptStore
 from etcdlite.storage.mvcc import Store
+from etcdlite.storage.wal import Wal
 
 LEASE_TICK_S = 0.5
 LEASE_REVOKES_PER_TICK = 500
 """etcd checks for expired leases every 500 ms and revokes at most 1000 per second."""
+WAL_SEGMENT_BYTES = 64 * 1024 * 1024
+"""etcd's WAL segment size."""
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
+"""Maintenance.Snapshot sends the database in chunks of this size (as etcd)."""
+_WAL_METADATA = struct.Struct(">QQ")
+"""The WAL's metadata: member id and cluster id (a WAL never serves another member)."""
+_QUOTA_PUT_OVERHEAD = 256
+_QUOTA_LEASE_COST = 64
 _PROPOSAL_HEADER_BYTES = 14
 """What etcd's internal request adds around a client request (request header with a
 64-bit id, plus the field tag): --max-request-bytes is checked against the sum."""
@@ -85,6 +108,27 @@ def _varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
 
 
+def map_size_for(quota: int) -> int:
+    """LMDB's address space: room past the quota, so deletes, compaction and
+    defragment keep working after NOSPACE; without a quota, 64 GiB."""
+    return quota + max(quota, 256 * 1024 * 1024) if quota else DEFAULT_MAP_SIZE
+
+
+def quota_cost(r: Message) -> int:
+    """What a request may add to the database, by etcd's estimate: 256 + key + value
+    per put, the larger branch of a txn, 64 per lease; 0 for everything else."""
+    if isinstance(r, PutRequest):
+        return _QUOTA_PUT_OVERHEAD + len(r.key) + len(r.value)
+    if isinstance(r, LeaseGrantRequest):
+        return _QUOTA_LEASE_COST
+    if isinstance(r, TxnRequest):
+        return max(
+            sum(quota_cost(op.request_put) for op in ops if op.HasField("request_put"))
+            for ops in (r.success, r.failure)
+        )
+    return 0
+
+
 class Etcd:
     def __init__(
         self,
@@ -92,13 +136,17 @@ class Etcd:
         logger: Logger,
         clock: Clock | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
+        *,
+        wal_segment_bytes: int = WAL_SEGMENT_BYTES,
     ):
         self.cfg = cfg
         self._log = logger
         self._clock = clock if clock is not None else SystemClock()
         self._on_fatal_cb = on_fatal
         self.data_dir = cfg.resolved_data_dir()
-        self.backend = LmdbBackend(self.data_dir / "member" / "db")
+        self._quota = cfg.resolved_quota()
+        self.backend = LmdbBackend(self.data_dir / "member" / "db", sync=False,
+                                   map_size=map_size_for(self._quota))
         self.store = Store(self.backend)
         self.membership = Membership(self.backend)
         self.alarms = AlarmStore(self.backend)
@@ -113,9 +161,12 @@ class Etcd:
             max_response_bytes=receive_limit(cfg.max_request_bytes),
             progress_interval_s=max(cfg.watch_progress_notify_interval_s, 0.1),
         )
-        self.node = LocalNode(self.applier, self.wait, self._on_applied, self._fatal)
-        if not self.membership.bootstrapped:
-            self.node.bootstrap(Membership.bootstrap_request(cfg))
+        self.guard = BackendGuard()
+        try:
+            self.node = self._open_wal(wal_segment_bytes)
+        except BaseException:
+            self.backend.close()
+            raise
         self.member_id = self.membership.local_id
         self.cluster_id = self.membership.cluster_id
         self._ids = IdGenerator(self.member_id, int(self._clock.wall() * 1000))
@@ -123,6 +174,48 @@ class Etcd:
         self.stopped = False
         self.fatal_error: BaseException | None = None
         self._expiry_task: asyncio.Task[None] | None = None
+
+    def _open_wal(self, segment_bytes: int) -> LocalNode:
+        """The commit path over this member's WAL, with every durable entry applied."""
+        cfg = self.cfg
+        fsync = not cfg.unsafe_no_fsync
+        wal_dir = cfg.resolved_wal_dir()
+        founding = None if self.membership.bootstrapped else Membership.bootstrap_request(cfg)
+        if Wal.exists(wal_dir):
+            wal, contents = Wal.open(wal_dir, segment_bytes=segment_bytes, fsync=fsync)
+            if contents.torn_tail:
+                self._log.warn("truncated a torn WAL tail left by a crash",
+                               detail=contents.torn_tail)
+            metadata = contents.metadata
+        else:
+            ids = ((founding.member.ID, founding.cluster_id) if founding is not None
+                   else (self.membership.local_id, self.membership.cluster_id))
+            metadata = _WAL_METADATA.pack(*ids)
+            wal = Wal.create(wal_dir, metadata, first_index=self.applier.applied_index + 1,
+                             segment_bytes=segment_bytes, fsync=fsync)
+            contents = None
+        node = LocalNode(self.applier, self.wait, wal, self._on_applied, self._fatal,
+                         member_id=0, fsync=fsync,
+                         snapshot_count=cfg.resolved_snapshot_count(), guard=self.guard)
+        try:
+            if contents is not None:
+                replayed = node.recover(contents)
+                if replayed:
+                    self._log.info("replayed WAL entries", entries=replayed,
+                                   **{"applied-index": node.applied_index})
+            if not self.membership.bootstrapped:
+                node.bootstrap(founding or Membership.bootstrap_request(cfg))
+            wal_ids = _WAL_METADATA.unpack(metadata)
+            if wal_ids != (self.membership.local_id, self.membership.cluster_id):
+                raise CorruptStore(
+                    f"wal: {wal_dir} belongs to member {wal_ids[0]:x} of cluster "
+                    f"{wal_ids[1]:x}, the backend to member {self.membership.local_id:x} "
+                    f"of cluster {self.membership.cluster_id:x}")
+        except BaseException:
+            wal.close()
+            raise
+        node.member_id = self.membership.local_id
+        return node
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -160,6 +253,7 @@ class Etcd:
         self.watch_hub.close()
         self.wait.fail_all(ServerStopped())
         await self.compactor.stop()
+        await self.guard.idle()
         self.backend.close()
 
     def _fatal(self, exc: BaseException) -> None:
@@ -230,11 +324,23 @@ class Etcd:
         return await self._propose(r)  # type: ignore[return-value]
 
     async def _propose(self, r: Message) -> Message:
-        """Propose a client request (within --max-request-bytes) and await its result."""
+        """Propose a client request (within --max-request-bytes and the quota) and
+        await its result."""
         size = r.ByteSize()
         if size + _varint_len(size) + _PROPOSAL_HEADER_BYTES > self._max_request_bytes:
             raise RequestTooLarge()
+        if self._quota:
+            await self._check_quota(r)
         return await self._submit(r)  # type: ignore[return-value]
+
+    async def _check_quota(self, r: Message) -> None:
+        """A write that could grow the database past the quota is refused, and raises
+        the NOSPACE alarm for this member first (as etcd's quota servers do)."""
+        cost = quota_cost(r)
+        if cost and self.backend.size() + cost >= self._quota:
+            await self._submit(AlarmRequest(
+                action=AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=NOSPACE))
+            raise NoSpace()
 
     async def _submit(self, r: Message) -> object:
         if self.stopped or self.fatal_error is not None:
@@ -309,6 +415,60 @@ class Etcd:
             resp.errors.append(f"memberID:{a.memberID} alarm:{AlarmType.Name(a.alarm)} ")
         self.fill_header(resp.header)
         return resp
+
+    def hash(self) -> HashResponse:
+        self._check_alive()
+        resp = HashResponse(hash=self.backend.hash())
+        self.fill_header(resp.header)
+        return resp
+
+    async def hash_kv(self, rev: int) -> HashKVResponse:
+        """The MVCC history's hash up to ``rev``, once physical compaction is done (so
+        it depends on the history only, not on how far the compactor got)."""
+        self._check_alive()
+        store = self.store
+        while store.finished_compact_revision < store.compact_revision:
+            await self.compactor.wait_finished(store.compact_revision)
+            self._check_alive()
+        crc, _ = store.hash_kv(rev)
+        resp = HashKVResponse(hash=crc, compact_revision=store.compact_revision)
+        self.fill_header(resp.header)
+        return resp
+
+    async def defragment(self) -> DefragmentResponse:
+        """Rewrite the database without its free pages (the loop waits meanwhile, as
+        etcd's requests wait for its defragmentation)."""
+        self._check_alive()
+        await self.guard.idle()
+        self.backend.defragment()
+        resp = DefragmentResponse()
+        self.fill_header(resp.header)
+        return resp
+
+    async def snapshot(self) -> AsyncIterator[SnapshotResponse]:
+        """A consistent copy of the database in 32 KiB chunks, padded with zeros to a
+        multiple of 512 bytes, then its SHA-256 (what ``etcdctl snapshot save`` checks).
+        ``remaining_bytes`` counts the image bytes still to come after each chunk."""
+        self._check_alive()
+        tmp = self.data_dir / "member" / f"snapshot-{self._ids.next():x}.tmp"
+        try:
+            await self.guard.run(None, lambda: self.backend.copy_to(tmp))
+            with open(tmp / "data.mdb", "rb") as f:
+                size = f.seek(0, 2)
+                f.seek(0)
+                total = size + (-size % 512)
+                digest = hashlib.sha256()
+                sent = 0
+                while sent < total:
+                    chunk = f.read(SNAPSHOT_CHUNK_BYTES)
+                    if len(chunk) < SNAPSHOT_CHUNK_BYTES:
+                        chunk += bytes(min(SNAPSHOT_CHUNK_BYTES, total - sent) - len(chunk))
+                    digest.update(chunk)
+                    sent += len(chunk)
+                    yield SnapshotResponse(remaining_bytes=total - sent, blob=chunk)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        yield SnapshotResponse(remaining_bytes=0, blob=digest.digest())
 
     def member_list(self) -> MemberListResponse:
         resp = MemberListResponse(members=self.membership.members())

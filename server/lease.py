@@ -55,13 +55,12 @@ class Lease:
 class Lessor:
     def __init__(self, backend: LmdbBackend, store: Store, clock: Clock, min_ttl: int):
         self._backend = backend
-        self._db = backend.db(b"lease")
         self._clock = clock
         self.min_ttl = min_ttl
         self._leases: dict[int, Lease] = {}
         self._key_lease: dict[bytes, int] = {}
         self._heap: list[tuple[float, int]] = []
-        with backend.env.begin(db=self._db) as txn:
+        with backend.env.begin(db=self._backend.db(b"lease")) as txn:
             for _raw_id, raw in txn.cursor():
                 rec = LeaseRecord.FromString(raw)
                 # No expiry until this member leads: see promote().
@@ -100,7 +99,7 @@ class Lessor:
         ttl = max(ttl, self.min_ttl)
         lease = Lease(lease_id, ttl, self._clock.monotonic() + ttl)
         txn.put(_ID.pack(lease_id), LeaseRecord(id=lease_id, ttl=ttl).SerializeToString(),
-                db=self._db)
+                db=self._backend.db(b"lease"))
         self._add(lease)
         return lease
 
@@ -109,7 +108,7 @@ class Lessor:
         lease = self._leases.pop(lease_id, None)
         if lease is None:
             raise LeaseNotFound()
-        txn.delete(_ID.pack(lease_id), db=self._db)
+        txn.delete(_ID.pack(lease_id), db=self._backend.db(b"lease"))
         for key in lease.keys:
             self._key_lease.pop(key, None)
         return sorted(lease.keys)

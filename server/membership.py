@@ -37,15 +37,13 @@ _ID = struct.Struct(">Q")
 class Membership:
     def __init__(self, backend: LmdbBackend):
         self._backend = backend
-        self._db = backend.db(b"members")
-        self._meta = backend.db(b"meta")
         self._members: dict[int, Member] = {}
         with backend.env.begin() as txn:
-            for raw_id, raw in txn.cursor(db=self._db):
+            for raw_id, raw in txn.cursor(db=self._backend.db(b"members")):
                 self._members[_ID.unpack(raw_id)[0]] = Member.FromString(raw)
-            local = txn.get(LOCAL_MEMBER_ID, db=self._meta)
-            cid = txn.get(CLUSTER_ID, db=self._meta)
-            version = txn.get(CLUSTER_VERSION, db=self._meta)
+            local = txn.get(LOCAL_MEMBER_ID, db=self._backend.db(b"meta"))
+            cid = txn.get(CLUSTER_ID, db=self._backend.db(b"meta"))
+            version = txn.get(CLUSTER_VERSION, db=self._backend.db(b"meta"))
         self.local_id = _ID.unpack(local)[0] if local else 0
         self.cluster_id = _ID.unpack(cid)[0] if cid else 0
         self.cluster_version = version.decode() if version else ""
@@ -67,8 +65,8 @@ class Membership:
         if self.bootstrapped:
             raise AssertionError("bootstrapping a cluster that already has members")
         self._store(txn, r.member)
-        txn.put(LOCAL_MEMBER_ID, _ID.pack(r.member.ID), db=self._meta)
-        txn.put(CLUSTER_ID, _ID.pack(r.cluster_id), db=self._meta)
+        txn.put(LOCAL_MEMBER_ID, _ID.pack(r.member.ID), db=self._backend.db(b"meta"))
+        txn.put(CLUSTER_ID, _ID.pack(r.cluster_id), db=self._backend.db(b"meta"))
         self.local_id = r.member.ID
         self.cluster_id = r.cluster_id
 
@@ -84,11 +82,11 @@ class Membership:
         self._store(txn, updated)
 
     def apply_cluster_version(self, txn: lmdb.Transaction, r: ClusterVersionRequest) -> None:
-        txn.put(CLUSTER_VERSION, r.version.encode(), db=self._meta)
+        txn.put(CLUSTER_VERSION, r.version.encode(), db=self._backend.db(b"meta"))
         self.cluster_version = r.version
 
     def _store(self, txn: lmdb.Transaction, member: Member) -> None:
-        txn.put(_ID.pack(member.ID), member.SerializeToString(), db=self._db)
+        txn.put(_ID.pack(member.ID), member.SerializeToString(), db=self._backend.db(b"members"))
         self._members[member.ID] = member
 
     def members(self) -> list[Member]:

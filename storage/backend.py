@@ -10,13 +10,24 @@ Writes happen in batches: ``with backend.batch() as w:`` opens one LMDB write
 transaction that every change of the batch shares; it commits (and, unless
 ``sync=False``, fsyncs) when the block ends and aborts if the block raises. Reads open
 short read transactions. The backend is not thread-safe by design: the member's event
-loop is its only user; blocking copies run on a snapshot read transaction.
+loop is its only user, except for ``sync_to_disk`` and ``copy_to``, which another thread
+may run (LMDB allows both beside a writer).
+
+Under a WAL the backend runs with ``sync=False``: the WAL is the durable record, a
+commit only has to reach the page cache (it survives a crash of the process), and
+``sync_to_disk`` makes everything committed so far durable before the WAL may forget
+the entries behind it.
+
+Table handles change when ``defragment`` swaps in the compacted file: users look them
+up with ``db(name)`` each time instead of keeping them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +40,7 @@ TABLES = (b"key", b"meta", b"lease", b"auth", b"members", b"alarm")
 DEFAULT_MAP_SIZE = 1 << 36
 """Address space reserved for the database (64 GiB); the file only grows as data does."""
 
+_DEFRAG_DIR = "defrag.tmp"
 _I64 = struct.Struct(">q")
 
 
@@ -49,20 +61,26 @@ class LmdbBackend:
     def __init__(self, path: Path, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._sync = sync
+        self._map_size = map_size
+        shutil.rmtree(path / _DEFRAG_DIR, ignore_errors=True)  # a defrag a crash cut short
+        self._write: lmdb.Transaction | None = None
+        self._open()
+
+    def _open(self) -> None:
         try:
             self.env = lmdb.open(
-                str(path),
-                map_size=map_size,
+                str(self.path),
+                map_size=self._map_size,
                 max_dbs=len(TABLES),
-                sync=sync,
-                metasync=sync,
+                sync=self._sync,
+                metasync=self._sync,
                 readahead=False,
                 max_readers=256,
             )
             self._dbs = {name: self.env.open_db(name) for name in TABLES}
         except lmdb.Error as exc:
-            raise CorruptStore(f"cannot open the database in {path}: {exc}") from exc
-        self._write: lmdb.Transaction | None = None
+            raise CorruptStore(f"cannot open the database in {self.path}: {exc}") from exc
 
     def db(self, table: bytes) -> lmdb._Database:
         return self._dbs[table]
@@ -118,5 +136,51 @@ class LmdbBackend:
         info = self.env.info()
         return (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
+    def sync_to_disk(self) -> None:
+        """Make every committed batch durable (fsync); safe from another thread."""
+        self.env.sync(True)
+
+    def copy_to(self, dest: Path) -> None:
+        """Write a compacted, consistent copy of the database to ``dest/data.mdb`` (a new
+        or empty directory). Runs on its own read transaction: safe from another thread
+        while batches commit; the copy shows the state when it began."""
+        dest.mkdir(parents=True, exist_ok=True)
+        self.env.copy(str(dest), compact=True)
+
+    def defragment(self) -> None:
+        """Replace the data file by a compacted copy, so freed pages leave the file
+        (``size()`` shrinks). Atomic: a crash leaves either file, never a mix. Every
+        table handle changes; no transaction may be open."""
+        if self._write is not None:
+            raise AssertionError("defragmenting inside a write batch")
+        tmp = self.path / _DEFRAG_DIR
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.copy_to(tmp)
+        _fsync_path(tmp / "data.mdb")
+        self.env.close()
+        os.replace(tmp / "data.mdb", self.path / "data.mdb")
+        _fsync_path(self.path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._open()
+
+    def hash(self) -> int:
+        """CRC-32 of every table's name, keys and values, in table and key order (the
+        Maintenance.Hash answer: equal on members whose databases hold the same bytes)."""
+        crc = 0
+        with self.env.begin(buffers=True) as txn:
+            for name in TABLES:
+                crc = zlib.crc32(name, crc)
+                for k, v in txn.cursor(db=self._dbs[name]):
+                    crc = zlib.crc32(v, zlib.crc32(k, crc))
+        return crc
+
     def close(self) -> None:
         self.env.close()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ below R fail with Compacted) and physical later, in bounded batches
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -267,6 +268,30 @@ class Store:
             if txn is not self.backend.write_txn:
                 txn.abort()
         return out
+
+    def hash_kv(self, rev: int) -> tuple[int, int]:
+        """``(crc, rev)``: CRC-32 of every stored change with main revision <= ``rev``
+        (0: the current revision), and the revision hashed.
+
+        Raises Compacted below the compact revision and FutureRevision beyond the
+        current one. The caller waits until physical compaction has finished, so the
+        hash depends only on the history: members that applied the same entries agree,
+        and it stays the same while nothing is written.
+        """
+        if rev == 0:
+            rev = self.current_revision
+        if rev < self.compact_revision:
+            raise Compacted(rev)
+        if rev > self.current_revision:
+            raise FutureRevision(rev)
+        crc = zlib.crc32(b"key")
+        stop = encode_main(rev + 1)
+        with self.backend.env.begin(db=self.backend.db(b"key"), buffers=True) as txn:
+            for k, v in txn.cursor():
+                if bytes(k) >= stop:
+                    break
+                crc = zlib.crc32(v, zlib.crc32(k, crc))
+        return crc, rev
 
     # -- compaction -------------------------------------------------------------------
 

@@ -17,8 +17,14 @@ from etcdlite.protos.rpc_pb2 import (
     AlarmResponse,
     CompactionRequest,
     CompactionResponse,
+    DefragmentRequest,
+    DefragmentResponse,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    HashKVRequest,
+    HashKVResponse,
+    HashRequest,
+    HashResponse,
     LeaseGrantRequest,
     LeaseGrantResponse,
     LeaseKeepAliveRequest,
@@ -35,6 +41,8 @@ from etcdlite.protos.rpc_pb2 import (
     PutResponse,
     RangeRequest,
     RangeResponse,
+    SnapshotRequest,
+    SnapshotResponse,
     StatusRequest,
     StatusResponse,
     TxnRequest,
@@ -190,6 +198,21 @@ class MaintenanceService:
         resp = await self._etcd.alarm(r)
         self._etcd.fill_header(resp.header)
         return resp
+
+    async def Hash(self, r: HashRequest, ctx: Context) -> HashResponse:
+        return self._etcd.hash()
+
+    async def HashKV(self, r: HashKVRequest, ctx: Context) -> HashKVResponse:
+        return await self._etcd.hash_kv(r.revision)
+
+    async def Defragment(self, r: DefragmentRequest, ctx: Context) -> DefragmentResponse:
+        return await self._etcd.defragment()
+
+    async def Snapshot(
+        self, r: SnapshotRequest, ctx: Context
+    ) -> AsyncIterator[SnapshotResponse]:
+        async for resp in self._etcd.snapshot():
+            yield resp
 
 
 class ClusterService:

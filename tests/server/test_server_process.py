@@ -94,12 +94,12 @@ def test_damaged_data_dir_refuses_to_start(tmp_path, etcdlite_cmd):
 
 
 def test_env_and_flags_like_etcd(start_etcdlite):
-    srv = start_etcdlite("--snapshot-count", "10", "--pre-vote",
+    srv = start_etcdlite("--max-wals", "10", "--pre-vote",
                          env={"ETCD_NAME": "from-env", "ETCD_MAX_TXN_OPS": "7"})
     [m] = srv.stub("Cluster").MemberList(MemberListRequest()).members
     assert m.name == "from-env"
     warns = [r["msg"] for r in log_lines(srv.log()) if r["level"] == "warn"]
-    assert "--snapshot-count is not implemented in etcdlite yet; ignoring it" in warns
+    assert "--max-wals is not implemented in etcdlite yet; ignoring it" in warns
     assert "--pre-vote is not implemented in etcdlite yet; ignoring it" in warns
 
 
