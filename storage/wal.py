@@ -14,7 +14,7 @@ retained segments' sequence numbers are contiguous; ``first_index`` is the index
 first entry that can follow in that segment: the WAL's first index for segment 0, the
 last entry index written so far plus one for every later one. A new segment is built as
 ``<name>.tmp`` (preallocated to ``segment_bytes`` with ``posix_fallocate`` where the file
-system supports it, header records written and fsynced) and then renamed into place, so a
+system supports it and ``fsync`` is on, header records written and fsynced) and then renamed into place, so a
 visible segment always starts with a complete header; a leftover ``.tmp`` is removed by
 ``open``. The unused tail of a segment is zeros.
 
@@ -725,7 +725,8 @@ class Wal:
         buf = b"".join(header)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _preallocate(fd, self._segment_bytes)
+            if self._fsync:  # preallocation only spares fdatasync a size update
+                _preallocate(fd, self._segment_bytes)
             _pwrite_all(fd, buf, 0)
             if self._fsync:
                 os.fsync(fd)
