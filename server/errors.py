@@ -110,3 +110,155 @@ def wire_error(exc: BaseException) -> tuple[str, str] | None:
         if found is not None:
             return found
     return None
+
+
+# -- auth (issue #9) ---------------------------------------------------------------------
+#
+# ``WIRE_ERRORS.update`` below puts the auth errors in the same table ``wire_error``
+# reads. Codes and texts are etcd's (rpctypes): the "etcdserver: ..." strings clients match on. The ``Maintenance*`` errors
+# are etcd 3.5's unmapped "auth: ..." texts, which its maintenance service (Defragment,
+# Snapshot, Hash, HashKV, MoveLeader) returns raw, so they reach clients as UNKNOWN.
+
+
+class AuthError(EtcdError):
+    """Base of the auth errors."""
+
+
+class AuthRootUserNotExist(AuthError):
+    """AuthEnable without a user named root."""
+
+
+class AuthRootRoleNotExist(AuthError):
+    """AuthEnable while user root does not hold role root."""
+
+
+class AuthUserAlreadyExist(AuthError):
+    """UserAdd of a name that is taken."""
+
+
+class AuthUserEmpty(AuthError):
+    """UserAdd with an empty name; or a permission-checked call without a user (no token)."""
+
+
+class AuthUserNotFound(AuthError):
+    """User management (or the admin check) names a user that does not exist."""
+
+
+class AuthRoleAlreadyExist(AuthError):
+    """RoleAdd of a name that is taken."""
+
+
+class AuthRoleNotFound(AuthError):
+    """Role management names a role that does not exist."""
+
+
+class AuthRoleEmpty(AuthError):
+    """RoleAdd with an empty name."""
+
+
+class AuthFailed(AuthError):
+    """Authenticate: unknown user, wrong password, or a user without password."""
+
+
+class AuthPermissionNotGiven(AuthError):
+    """RoleGrantPermission without a permission."""
+
+
+class PermissionDenied(AuthError):
+    """The user's roles do not grant the access the request needs."""
+
+
+class AuthRoleNotGranted(AuthError):
+    """UserRevokeRole of a role the user does not hold."""
+
+
+class AuthPermissionNotGranted(AuthError):
+    """RoleRevokePermission of a (key, range_end) the role does not hold."""
+
+
+class AuthNotEnabled(AuthError):
+    """Authenticate while auth is disabled."""
+
+
+class InvalidAuthToken(AuthError):
+    """A token that is unknown, malformed, badly signed or expired."""
+
+
+class InvalidAuthMgmt(AuthError):
+    """Deleting user or role root, or revoking root from root, while auth is enabled; or a
+    permission whose key is empty or whose range is empty."""
+
+
+class AuthOldRevision(AuthError):
+    """The auth revision a request was checked at is older than the store's: an auth change
+    happened in between (clientv3 re-authenticates and retries on this text)."""
+
+
+class AuthVerifyOnly(AuthError):
+    """Authenticate with a JWT provider that only has a public key (etcd leaves it unmapped)."""
+
+
+class MaintenanceUserEmpty(AuthError):
+    """An admin-only maintenance call without a user (etcd's raw, unmapped error)."""
+
+
+class MaintenanceUserNotFound(AuthError):
+    """An admin-only maintenance call by a user that does not exist (raw, unmapped)."""
+
+
+class MaintenancePermissionDenied(AuthError):
+    """An admin-only maintenance call by a user without role root (raw, unmapped)."""
+
+
+class MaintenanceInvalidAuthToken(AuthError):
+    """An admin-only maintenance call with a bad token (raw, unmapped)."""
+
+
+AUTH_INVALID_OPTIONS = "auth: invalid auth options"
+AUTH_MISSING_KEY = "auth: missing key data"
+AUTH_KEY_MISMATCH = "auth: public and private keys don't match"
+
+
+class AuthConfigError(AuthError):
+    """``--auth-token`` that etcd would refuse at startup (never sent to a client).
+
+    ``str(exc)`` is etcd's message (``AUTH_INVALID_OPTIONS``, ``AUTH_MISSING_KEY``,
+    ``AUTH_KEY_MISMATCH`` or "unsupported signing method: ..."); ``detail`` says which
+    option and why, for the log.
+    """
+
+    def __init__(self, message: str = AUTH_INVALID_OPTIONS, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+WIRE_ERRORS.update({
+    AuthRootUserNotExist: ("FAILED_PRECONDITION", "etcdserver: root user does not exist"),
+    AuthRootRoleNotExist: ("FAILED_PRECONDITION", "etcdserver: root user does not have root role"),
+    AuthUserAlreadyExist: ("FAILED_PRECONDITION", "etcdserver: user name already exists"),
+    AuthUserEmpty: ("INVALID_ARGUMENT", "etcdserver: user name is empty"),
+    AuthUserNotFound: ("FAILED_PRECONDITION", "etcdserver: user name not found"),
+    AuthRoleAlreadyExist: ("FAILED_PRECONDITION", "etcdserver: role name already exists"),
+    AuthRoleNotFound: ("FAILED_PRECONDITION", "etcdserver: role name not found"),
+    AuthRoleEmpty: ("INVALID_ARGUMENT", "etcdserver: role name is empty"),
+    AuthFailed: (
+        "INVALID_ARGUMENT",
+        "etcdserver: authentication failed, invalid user ID or password",
+    ),
+    AuthPermissionNotGiven: ("INVALID_ARGUMENT", "etcdserver: permission not given"),
+    PermissionDenied: ("PERMISSION_DENIED", "etcdserver: permission denied"),
+    AuthRoleNotGranted: ("FAILED_PRECONDITION", "etcdserver: role is not granted to the user"),
+    AuthPermissionNotGranted: (
+        "FAILED_PRECONDITION",
+        "etcdserver: permission is not granted to the role",
+    ),
+    AuthNotEnabled: ("FAILED_PRECONDITION", "etcdserver: authentication is not enabled"),
+    InvalidAuthToken: ("UNAUTHENTICATED", "etcdserver: invalid auth token"),
+    InvalidAuthMgmt: ("INVALID_ARGUMENT", "etcdserver: invalid auth management"),
+    AuthOldRevision: ("INVALID_ARGUMENT", "etcdserver: revision of auth store is old"),
+    AuthVerifyOnly: ("UNKNOWN", "auth: token signing attempted with verify-only key"),
+    MaintenanceUserEmpty: ("UNKNOWN", "auth: user name is empty"),
+    MaintenanceUserNotFound: ("UNKNOWN", "auth: user not found"),
+    MaintenancePermissionDenied: ("UNKNOWN", "auth: permission denied"),
+    MaintenanceInvalidAuthToken: ("UNKNOWN", "auth: invalid auth token"),
+})
