@@ -7,6 +7,7 @@ test can expire a lease or a token instantly and deterministically.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -33,11 +34,32 @@ class ManualClock:
 
     >>> c = ManualClock(wall=1000.0); c.advance(2.5); c.monotonic(), c.wall()
     (2.5, 1002.5)
+
+    Whoever must act when time moves (an ``EtcdServer`` revoking the leases that ran
+    out) subscribes; ``advance`` returns only after every subscriber has run, in the
+    thread that advanced, in subscription order. Invariant: a subscriber that raises
+    stops ``advance`` there, with the time already moved.
+
+    >>> seen = []; unsubscribe = c.subscribe(lambda: seen.append(c.monotonic()))
+    >>> c.advance(1); unsubscribe(); c.advance(1); seen
+    [3.5]
     """
 
     def __init__(self, wall: float = 1_700_000_000.0):
         self._mono = 0.0
         self._wall = wall
+        self._subscribers: list[Callable[[], None]] = []
+
+    def subscribe(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` after every ``advance`` from now on; returns the unsubscribe
+        function (calling it twice is harmless)."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
 
     def monotonic(self) -> float:
         return self._mono
@@ -50,3 +72,5 @@ class ManualClock:
             raise ValueError("a clock cannot go back")
         self._mono += seconds
         self._wall += seconds
+        for fn in tuple(self._subscribers):
+            fn()
