@@ -37,10 +37,11 @@ class AlarmStore:
             if alarm == NONE or kind == alarm
         ]
 
-    def activate(self, txn: lmdb.Transaction, member: int, alarm: int) -> AlarmMember | None:
-        """Raise ``alarm`` on ``member``; None if it was already active."""
+    def activate(self, txn: lmdb.Transaction, member: int, alarm: int) -> AlarmMember:
+        """Raise ``alarm`` on ``member``; returns the alarm (also when it was already
+        active: etcd answers an ACTIVATE with the alarm either way)."""
         if (member, alarm) in self._active:
-            return None
+            return AlarmMember(memberID=member, alarm=alarm)
         txn.put(_KEY.pack(member, alarm), b"", db=self._backend.db(b"alarm"))
         self._active.add((member, alarm))
         return AlarmMember(memberID=member, alarm=alarm)

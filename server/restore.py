@@ -19,11 +19,16 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from pathlib import Path
+
+import lmdb
 
 from etcdlite.server.apply import CONSISTENT_INDEX, TERM
 from etcdlite.server.membership import CLUSTER_ID, CLUSTER_VERSION, LOCAL_MEMBER_ID
 from etcdlite.storage.backend import LmdbBackend
+from etcdlite.storage.errors import StorageError
 
 SHA256_BYTES = 32
 
@@ -51,14 +56,28 @@ def read_image(path: Path, *, skip_hash_check: bool = False) -> bytes:
 
 
 def restore(snapshot: Path, data_dir: Path, *, skip_hash_check: bool = False) -> None:
-    """Create ``data_dir`` from ``snapshot`` (the directory must not hold a member)."""
+    """Create ``data_dir`` from ``snapshot`` (the directory must be missing or empty)."""
     image = read_image(snapshot, skip_hash_check=skip_hash_check)
-    member = data_dir / "member"
-    if member.exists():
-        raise RestoreError(f"data-dir {str(data_dir)!r} exists")
-    db_dir = member / "db"
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise RestoreError(f"data-dir {str(data_dir)!r} not empty or could not be read")
+    # Prepare beside the target and move it into place only once it opened as an
+    # etcdlite database: a failed restore leaves nothing behind.
+    staging = data_dir.with_name(data_dir.name + ".restoring")
+    shutil.rmtree(staging, ignore_errors=True)
+    db_dir = staging / "member" / "db"
     db_dir.mkdir(parents=True)
-    (db_dir / "data.mdb").write_bytes(image)
+    try:
+        (db_dir / "data.mdb").write_bytes(image)
+        _forget_cluster(db_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "member", data_dir / "member")
+    except (StorageError, lmdb.Error) as exc:
+        raise RestoreError(f"{snapshot} is not an etcdlite snapshot: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _forget_cluster(db_dir: Path) -> None:
     backend = LmdbBackend(db_dir)
     try:
         with backend.batch() as txn:

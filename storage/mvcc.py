@@ -273,14 +273,14 @@ class Store:
         """``(crc, rev)``: CRC-32 of every stored change with main revision <= ``rev``
         (0: the current revision), and the revision hashed.
 
-        Raises Compacted below the compact revision and FutureRevision beyond the
-        current one. The caller waits until physical compaction has finished, so the
-        hash depends only on the history: members that applied the same entries agree,
-        and it stays the same while nothing is written.
+        Raises Compacted at or below the compact revision (as etcd's HashByRev) and
+        FutureRevision beyond the current one. The caller waits until physical
+        compaction has finished, so the hash depends only on the history: members that
+        applied the same entries agree, and it stays the same while nothing is written.
         """
         if rev == 0:
             rev = self.current_revision
-        if rev < self.compact_revision:
+        elif rev <= self.compact_revision:  # etcd refuses the compact revision itself too
             raise Compacted(rev)
         if rev > self.current_revision:
             raise FutureRevision(rev)

@@ -14,9 +14,9 @@ retained segments' sequence numbers are contiguous; ``first_index`` is the index
 first entry that can follow in that segment: the WAL's first index for segment 0, the
 last entry index written so far plus one for every later one. A new segment is built as
 ``<name>.tmp`` (preallocated to ``segment_bytes`` with ``posix_fallocate`` where the file
-system supports it and ``fsync`` is on, header records written and fsynced) and then renamed into place, so a
-visible segment always starts with a complete header; a leftover ``.tmp`` is removed by
-``open``. The unused tail of a segment is zeros.
+system supports it and ``fsync`` is on, header records written and fsynced) and then
+renamed into place, so a visible segment always starts with a complete header; a
+leftover ``.tmp`` is removed by ``open``. The unused tail of a segment is zeros.
 
 Records
 -------
