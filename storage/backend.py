@@ -63,6 +63,7 @@ class LmdbBackend:
         self.path = path
         self._sync = sync
         self._map_size = map_size
+        self._data_file = str(path / "data.mdb")
         shutil.rmtree(path / _DEFRAG_DIR, ignore_errors=True)  # a defrag a crash cut short
         self._write: lmdb.Transaction | None = None
         self._open()
@@ -79,6 +80,7 @@ class LmdbBackend:
                 max_readers=256,
             )
             self._dbs = {name: self.env.open_db(name) for name in TABLES}
+            self._size = self._stat_size()
         except lmdb.Error as exc:
             raise CorruptStore(f"cannot open the database in {self.path}: {exc}") from exc
 
@@ -99,6 +101,7 @@ class LmdbBackend:
             raise
         else:
             txn.commit()
+            self._size = self._stat_size()
         finally:
             self._write = None
 
@@ -125,9 +128,14 @@ class LmdbBackend:
         txn.put(name, pack_int(value), db=self._dbs[b"meta"])
 
     def size(self) -> int:
-        """Physical size of the data file in bytes (Status ``dbSize``)."""
+        """Physical size of the data file in bytes (Status ``dbSize``), as of the last
+        commit (the file only changes on commits and defragment): the quota check reads
+        it on every write without a system call."""
+        return self._size
+
+    def _stat_size(self) -> int:
         try:
-            return os.stat(self.path / "data.mdb").st_size
+            return os.stat(self._data_file).st_size
         except OSError:
             return 0
 
