@@ -16,11 +16,15 @@ the WAL is written on the loop and a batch is every proposal of one loop turn.
                     ▲                                    │ durable
                     └── loop: apply(batch N), wake N ◄───┘
 
-Snapshots: after every ``snapshot_count`` applied entries, the WAL thread makes the
-backend durable (``sync_to_disk``), writes a snapshot marker and releases the WAL
-segments wholly before it, so the WAL stays bounded under an endless write load. The
-backend commits without fsync in between: after a crash the WAL holds every entry the
-backend may have lost, and ``recover`` applies them again.
+Backend commits: batches are applied into the backend's open (deferred) transaction,
+which is committed and synced every ``BACKEND_COMMIT_INTERVAL_S`` or
+``BACKEND_COMMIT_ENTRIES`` entries, whichever comes first (etcd's backend batch interval
+and limit). After a crash the WAL holds every entry the backend lost, and ``recover``
+applies them again.
+
+Snapshots: after every ``snapshot_count`` applied entries, the backend is committed,
+then the WAL thread writes a snapshot marker and releases the WAL segments wholly
+before it, so the WAL stays bounded under an endless write load.
 
 Term and index follow etcd's: a new cluster's founding entry is index 1 in term 1
 (``bootstrap``); each start is a new term (the stored term + 1, so a fresh member runs
@@ -45,7 +49,9 @@ from etcdlite.storage.errors import CorruptStore
 from etcdlite.storage.wal import EntryType, Wal, WalContents, WalEntry, WalHardState, WalSnapshot
 
 REPLAY_BATCH = 1000
-"""Entries applied per backend transaction while recovering from the WAL."""
+"""Entries applied per backend batch while recovering from the WAL."""
+BACKEND_COMMIT_INTERVAL_S = 0.1
+BACKEND_COMMIT_ENTRIES = 10_000
 
 
 class LocalNode:
@@ -76,6 +82,8 @@ class LocalNode:
             ThreadPoolExecutor(1, thread_name_prefix="etcdlite-wal") if fsync else None
         )
         self._queue: list[Proposal] = []
+        self._uncommitted = 0
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._scheduled = False
         self._saving = False
         self._snapshotting = False
@@ -118,6 +126,7 @@ class LocalNode:
             self._applier.apply(entries)
             self._on_applied(self._applier.take_changes())
             terms.append(chunk[-1].term)
+        self._applier.backend.commit()
         self.term = max(terms)
         self.committed_index = self._last_index = self._snapshot_index = self.applied_index
         return len(pending)
@@ -141,6 +150,7 @@ class LocalNode:
         self._last_index = entries[-1].index
         if self._apply(entries) is None:
             raise AssertionError(f"entry {entries[-1].index} could not be applied")
+        self._applier.backend.commit()
 
     # -- the commit path --------------------------------------------------------------
 
@@ -206,8 +216,28 @@ class LocalNode:
         for e, result in zip(entries, results, strict=True):
             if e.proposal is not None:
                 trigger(e.proposal.id, result)
-        if self.applied_index - self._snapshot_index >= self._snapshot_count:
-            self._snapshot()
+        self._uncommitted += len(entries)
+        if (self.applied_index - self._snapshot_index >= self._snapshot_count
+                and not self._snapshotting):
+            self._snapshot()  # commits the backend first
+        elif self._uncommitted >= BACKEND_COMMIT_ENTRIES:
+            self.commit_backend()
+        elif self._commit_timer is None:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                BACKEND_COMMIT_INTERVAL_S, self.commit_backend)
+
+    def commit_backend(self) -> None:
+        """Commit (and sync) the batches applied since the last commit, on the loop."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        self._uncommitted = 0
+        if self._stopped:
+            return
+        try:
+            self._applier.backend.commit()
+        except Exception as exc:  # the backend cannot keep what was applied: fail-stop
+            self._fail(exc)
 
     def _apply(self, entries: list[Entry]) -> list[object] | None:
         try:
@@ -221,7 +251,10 @@ class LocalNode:
     # -- snapshots --------------------------------------------------------------------
 
     def _snapshot(self) -> None:
-        if self._snapshotting:
+        """The backend is committed (durable) up to ``applied_index`` before the WAL may
+        forget the entries behind it."""
+        self.commit_backend()
+        if self._stopped:
             return
         snap = WalSnapshot(self.applied_index, self.term)
         self._snapshot_index = snap.index
@@ -234,9 +267,7 @@ class LocalNode:
         task.add_done_callback(self._snapshot_done)
 
     def _snapshot_job(self, snap: WalSnapshot) -> None:
-        """Backend durable up to ``snap.index``, then the marker, then release."""
-        if self._fsync:
-            self._applier.backend.sync_to_disk()
+        """The marker, then release (the backend was committed up to ``snap.index``)."""
         self._wal.save_snapshot(snap)
         self._wal.release_to(snap.index)
 
@@ -258,6 +289,9 @@ class LocalNode:
         """Stop taking proposals; wait for the WAL thread and close the WAL. An entry
         saved but not applied is applied by ``recover`` on the next start."""
         self._stopped = True
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self._wal.close()

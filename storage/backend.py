@@ -13,10 +13,14 @@ short read transactions. The backend is not thread-safe by design: the member's 
 loop is its only user, except for ``sync_to_disk`` and ``copy_to``, which another thread
 may run (LMDB allows both beside a writer).
 
-Under a WAL the backend runs with ``sync=False``: the WAL is the durable record, a
-commit only has to reach the page cache (it survives a crash of the process), and
-``sync_to_disk`` makes everything committed so far durable before the WAL may forget
-the entries behind it.
+Deferred commits (``deferred=True``, how a member runs it under its WAL): a batch's
+transaction is not committed when the block ends but stays open, and the next batches
+join it, until the owner calls ``commit`` (etcd's backend commits every 100 ms the same
+way). Reads on the loop see the open transaction (``read``), so nothing changes for
+them; a crash loses only uncommitted batches, which the WAL still holds. Each commit
+is synced (unless ``sync=False``), so the file on disk is always a consistent, durable
+state, also after a power cut. Work on other threads (``copy_to``) sees only committed
+state: the owner commits first.
 
 Table handles change when ``defragment`` swaps in the compacted file: users look them
 up with ``db(name)`` each time instead of keeping them.
@@ -58,10 +62,13 @@ def unpack_int(raw: bytes) -> int:
 class LmdbBackend:
     """A member's LMDB environment under ``path`` (created if missing)."""
 
-    def __init__(self, path: Path, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE):
+    def __init__(self, path: Path, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+                 deferred: bool = False):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._sync = sync
+        self._deferred = deferred
+        self._in_batch = False
         self._map_size = map_size
         self._data_file = str(path / "data.mdb")
         shutil.rmtree(path / _DEFRAG_DIR, ignore_errors=True)  # a defrag a crash cut short
@@ -89,25 +96,52 @@ class LmdbBackend:
 
     @contextmanager
     def batch(self) -> Iterator[lmdb.Transaction]:
-        """One write transaction for a batch of changes (see the module docstring)."""
-        if self._write is not None:
+        """One write transaction for a batch of changes (see the module docstring).
+
+        If the block raises, the transaction is aborted: with deferred commits that
+        drops the uncommitted batches before it too, so the caller must stop (it does:
+        a failed batch is fatal for a member)."""
+        if self._in_batch:
             raise AssertionError("nested write batch")
-        txn = self.env.begin(write=True)
-        self._write = txn
+        txn = self._write
+        if txn is None:
+            txn = self._write = self.env.begin(write=True)
+        self._in_batch = True
         try:
             yield txn
         except BaseException:
+            self._write = None
             txn.abort()
             raise
         else:
+            if not self._deferred:
+                self._commit()
+        finally:
+            self._in_batch = False
+
+    def commit(self) -> bool:
+        """Commit (and sync) the batches deferred so far; False if there were none."""
+        if self._in_batch:
+            raise AssertionError("commit inside a write batch")
+        if self._write is None:
+            return False
+        self._commit()
+        return True
+
+    def _commit(self) -> None:
+        txn, self._write = self._write, None
+        if txn is not None:
             txn.commit()
             self._size = self._stat_size()
-        finally:
-            self._write = None
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether a ``batch()`` block is running."""
+        return self._in_batch
 
     @property
     def write_txn(self) -> lmdb.Transaction | None:
-        """The open write transaction, if a batch is in progress."""
+        """The open write transaction: a running batch's, or the deferred batches'."""
         return self._write
 
     def read(self) -> lmdb.Transaction:
@@ -115,6 +149,8 @@ class LmdbBackend:
         return self._write if self._write is not None else self.env.begin(buffers=False)
 
     def get_meta(self, name: bytes, txn: lmdb.Transaction | None = None) -> bytes | None:
+        if txn is None and self._write is not None:
+            txn = self._write
         if txn is None:
             with self.env.begin() as t:
                 return t.get(name, db=self._dbs[b"meta"])
@@ -158,9 +194,8 @@ class LmdbBackend:
     def defragment(self) -> None:
         """Replace the data file by a compacted copy, so freed pages leave the file
         (``size()`` shrinks). Atomic: a crash leaves either file, never a mix. Every
-        table handle changes; no transaction may be open."""
-        if self._write is not None:
-            raise AssertionError("defragmenting inside a write batch")
+        table handle changes; deferred batches are committed first."""
+        self.commit()
         tmp = self.path / _DEFRAG_DIR
         shutil.rmtree(tmp, ignore_errors=True)
         self.copy_to(tmp)
@@ -174,6 +209,7 @@ class LmdbBackend:
     def hash(self) -> int:
         """CRC-32 of every table's name, keys and values, in table and key order (the
         Maintenance.Hash answer: equal on members whose databases hold the same bytes)."""
+        self.commit()
         crc = 0
         with self.env.begin(buffers=True) as txn:
             for name in TABLES:
@@ -183,6 +219,11 @@ class LmdbBackend:
         return crc
 
     def close(self) -> None:
+        """Close without committing deferred batches (``commit`` first for a clean stop:
+        after a failure, uncommitted state must not reach the disk)."""
+        if self._write is not None:
+            self._write.abort()
+            self._write = None
         self.env.close()
 
 

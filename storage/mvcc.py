@@ -229,7 +229,7 @@ class Store:
     def write(self) -> WriteTxn:
         """A write transaction; the caller must hold an open ``backend.batch()``."""
         txn = self.backend.write_txn
-        if txn is None:
+        if txn is None or not self.backend.in_batch:
             raise AssertionError("Store.write() outside a backend batch")
         return WriteTxn(self, txn)
 
@@ -286,11 +286,15 @@ class Store:
             raise FutureRevision(rev)
         crc = zlib.crc32(b"key")
         stop = encode_main(rev + 1)
-        with self.backend.env.begin(db=self.backend.db(b"key"), buffers=True) as txn:
-            for k, v in txn.cursor():
-                if bytes(k) >= stop:
+        txn = self.backend.read()
+        try:
+            for k, v in txn.cursor(db=self.backend.db(b"key")):
+                if k >= stop:
                     break
                 crc = zlib.crc32(v, zlib.crc32(k, crc))
+        finally:
+            if txn is not self.backend.write_txn:
+                txn.abort()
         return crc, rev
 
     # -- compaction -------------------------------------------------------------------
@@ -302,7 +306,7 @@ class Store:
         is beyond the current one. The returned job is the physical work still owed.
         """
         txn = self.backend.write_txn
-        if txn is None:
+        if txn is None or not self.backend.in_batch:
             raise AssertionError("Store.compact() outside a backend batch")
         if rev <= self.compact_revision:
             raise Compacted(rev)
