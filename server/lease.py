@@ -65,11 +65,10 @@ class Lessor:
                 rec = LeaseRecord.FromString(raw)
                 # No expiry until this member leads: see promote().
                 self._leases[rec.id] = Lease(rec.id, rec.ttl, math.inf)
-        # Attachments are whatever the store's live keys say.
-        with store.read() as view:
-            for kv in view.range(b"\x00", b"").kvs:
-                if kv.lease:
-                    self._attach(kv.key, kv.lease)
+        # Attachments are whatever the store's live keys say (collected while the
+        # store restored its index, so start-up reads every record once).
+        for key, lease_id in store.take_lease_attachments().items():
+            self._attach(key, lease_id)
 
     # -- queries ----------------------------------------------------------------------
 

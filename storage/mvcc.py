@@ -216,7 +216,14 @@ class Store:
         self.compact_revision = -1
         self.finished_compact_revision = -1
         self.pending_compaction: CompactionJob | None = None
+        self._restored_leases: dict[bytes, int] = {}
         self._restore()
+
+    def take_lease_attachments(self) -> dict[bytes, int]:
+        """``key -> lease id`` of every live key attached to a lease, as restored from
+        the backend (once: the lessor keeps attachments from then on)."""
+        out, self._restored_leases = self._restored_leases, {}
+        return out
 
     # -- reads and writes -------------------------------------------------------------
 
@@ -377,6 +384,7 @@ class Store:
     ) -> set[Revision]:
         """Rebuild the index; returns the tombstones at main revision ``scheduled``."""
         index = self.index
+        leases = self._restored_leases
         tombstones_at_scheduled: set[Revision] = set()
         for raw_rev, raw_kv in records:
             rev, tombstone = decode(raw_rev)
@@ -384,13 +392,19 @@ class Store:
                 kv = KeyValue.FromString(raw_kv)
             except DecodeError as exc:
                 raise CorruptStore(f"revision {rev}: undecodable key-value record") from exc
+            key = kv.key
             if tombstone:
                 if rev.main == scheduled:
                     tombstones_at_scheduled.add(rev)
-                ki = index.key_index(kv.key)
+                ki = index.key_index(key)
                 # A tombstone whose puts were already compacted away closes nothing.
                 if ki is not None and ki.generations[-1].revs:
-                    index.tombstone(kv.key, rev)
+                    index.tombstone(key, rev)
+                leases.pop(key, None)
             else:
-                index.restore(kv.key, kv.create_revision, rev, kv.version)
+                index.restore(key, kv.create_revision, rev, kv.version)
+                if kv.lease:
+                    leases[key] = kv.lease
+                elif leases:
+                    leases.pop(key, None)
         return tombstones_at_scheduled
