@@ -31,6 +31,20 @@ class ClusterVersionRequest(_message.Message):
     version: str
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
+class InternalAuthenticateRequest(_message.Message):
+    __slots__ = ("name", "simple_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIMPLE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    simple_token: str
+    def __init__(self, name: _Optional[str] = ..., simple_token: _Optional[str] = ...) -> None: ...
+
+class LeaseExpireRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
 class LeaseRecord(_message.Message):
     __slots__ = ("id", "ttl")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -40,8 +54,10 @@ class LeaseRecord(_message.Message):
     def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...
 
 class InternalRequest(_message.Message):
-    __slots__ = ("id", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "bootstrap", "member_attributes", "cluster_version")
+    __slots__ = ("id", "username", "auth_revision", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm", "bootstrap", "member_attributes", "cluster_version", "lease_expire", "auth_enable", "auth_disable", "authenticate", "auth_user_add", "auth_user_delete", "auth_user_change_password", "auth_user_grant_role", "auth_user_revoke_role", "auth_role_add", "auth_role_delete", "auth_role_grant_permission", "auth_role_revoke_permission")
     ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    AUTH_REVISION_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
     TXN_FIELD_NUMBER: _ClassVar[int]
@@ -52,7 +68,22 @@ class InternalRequest(_message.Message):
     BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ENABLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_DISABLE_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_ADD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_DELETE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_CHANGE_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_GRANT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_REVOKE_ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_ADD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_DELETE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_GRANT_PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_REVOKE_PERMISSION_FIELD_NUMBER: _ClassVar[int]
     id: int
+    username: str
+    auth_revision: int
     put: _rpc_pb2.PutRequest
     delete_range: _rpc_pb2.DeleteRangeRequest
     txn: _rpc_pb2.TxnRequest
@@ -63,4 +94,17 @@ class InternalRequest(_message.Message):
     bootstrap: BootstrapMemberRequest
     member_attributes: MemberAttributesRequest
     cluster_version: ClusterVersionRequest
-    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., bootstrap: _Optional[_Union[BootstrapMemberRequest, _Mapping]] = ..., member_attributes: _Optional[_Union[MemberAttributesRequest, _Mapping]] = ..., cluster_version: _Optional[_Union[ClusterVersionRequest, _Mapping]] = ...) -> None: ...
+    lease_expire: LeaseExpireRequest
+    auth_enable: _rpc_pb2.AuthEnableRequest
+    auth_disable: _rpc_pb2.AuthDisableRequest
+    authenticate: InternalAuthenticateRequest
+    auth_user_add: _rpc_pb2.AuthUserAddRequest
+    auth_user_delete: _rpc_pb2.AuthUserDeleteRequest
+    auth_user_change_password: _rpc_pb2.AuthUserChangePasswordRequest
+    auth_user_grant_role: _rpc_pb2.AuthUserGrantRoleRequest
+    auth_user_revoke_role: _rpc_pb2.AuthUserRevokeRoleRequest
+    auth_role_add: _rpc_pb2.AuthRoleAddRequest
+    auth_role_delete: _rpc_pb2.AuthRoleDeleteRequest
+    auth_role_grant_permission: _rpc_pb2.AuthRoleGrantPermissionRequest
+    auth_role_revoke_permission: _rpc_pb2.AuthRoleRevokePermissionRequest
+    def __init__(self, id: _Optional[int] = ..., username: _Optional[str] = ..., auth_revision: _Optional[int] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., bootstrap: _Optional[_Union[BootstrapMemberRequest, _Mapping]] = ..., member_attributes: _Optional[_Union[MemberAttributesRequest, _Mapping]] = ..., cluster_version: _Optional[_Union[ClusterVersionRequest, _Mapping]] = ..., lease_expire: _Optional[_Union[LeaseExpireRequest, _Mapping]] = ..., auth_enable: _Optional[_Union[_rpc_pb2.AuthEnableRequest, _Mapping]] = ..., auth_disable: _Optional[_Union[_rpc_pb2.AuthDisableRequest, _Mapping]] = ..., authenticate: _Optional[_Union[InternalAuthenticateRequest, _Mapping]] = ..., auth_user_add: _Optional[_Union[_rpc_pb2.AuthUserAddRequest, _Mapping]] = ..., auth_user_delete: _Optional[_Union[_rpc_pb2.AuthUserDeleteRequest, _Mapping]] = ..., auth_user_change_password: _Optional[_Union[_rpc_pb2.AuthUserChangePasswordRequest, _Mapping]] = ..., auth_user_grant_role: _Optional[_Union[_rpc_pb2.AuthUserGrantRoleRequest, _Mapping]] = ..., auth_user_revoke_role: _Optional[_Union[_rpc_pb2.AuthUserRevokeRoleRequest, _Mapping]] = ..., auth_role_add: _Optional[_Union[_rpc_pb2.AuthRoleAddRequest, _Mapping]] = ..., auth_role_delete: _Optional[_Union[_rpc_pb2.AuthRoleDeleteRequest, _Mapping]] = ..., auth_role_grant_permission: _Optional[_Union[_rpc_pb2.AuthRoleGrantPermissionRequest, _Mapping]] = ..., auth_role_revoke_permission: _Optional[_Union[_rpc_pb2.AuthRoleRevokePermissionRequest, _Mapping]] = ...) -> None: ...

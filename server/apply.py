@@ -15,6 +15,22 @@ the rest), None for the server's own requests (membership), or the domain except
 that refused it. An exception that is not a domain
 error (a storage failure, a bug) aborts the whole batch and propagates: the member must
 stop rather than continue from a state nobody can vouch for.
+
+Auth (etcd's authApplierV3): while auth is enabled, an entry is checked again against
+the caller its proposal names (``Proposal.username`` / ``auth_revision``), before it
+changes anything: a caller whose auth revision is older than the store's gets
+``AuthOldRevision`` ("revision of auth store is old": some auth change applied between
+the servicer's check and this entry), one without a user ``AuthUserEmpty``, one without
+the permission ``PermissionDenied``; user and role management needs role root. Puts,
+deletes, writing txns and client lease revokes are checked; compactions, grants,
+alarms, Authenticate, the server's own requests and the leader's lease expiries
+(``LeaseExpireRequest``) are not. For example, with auth on and user ``alice`` allowed
+to write only ``a``::
+
+    apply([Entry(9, 2, Proposal(5, PutRequest(key=b"b"), "alice", 3))])
+    # -> [PermissionDenied()]                      (nothing written)
+    apply([Entry(10, 2, Proposal(6, PutRequest(key=b"a"), "alice", 2))])
+    # -> [AuthOldRevision()] if the auth revision is 3 by now
 """
 
 from __future__ import annotations
@@ -28,6 +44,8 @@ from google.protobuf.message import Message
 from etcdlite.protos.internal_pb2 import (
     BootstrapMemberRequest,
     ClusterVersionRequest,
+    InternalAuthenticateRequest,
+    LeaseExpireRequest,
     MemberAttributesRequest,
 )
 from etcdlite.protos.kv_pb2 import KeyValue
@@ -35,6 +53,18 @@ from etcdlite.protos.rpc_pb2 import (
     NOSPACE,
     AlarmRequest,
     AlarmResponse,
+    AuthDisableRequest,
+    AuthEnableRequest,
+    AuthenticateResponse,
+    AuthRoleAddRequest,
+    AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest,
+    AuthUserAddRequest,
+    AuthUserChangePasswordRequest,
+    AuthUserDeleteRequest,
+    AuthUserGrantRoleRequest,
+    AuthUserRevokeRoleRequest,
     CompactionRequest,
     CompactionResponse,
     DeleteRangeRequest,
@@ -47,6 +77,9 @@ from etcdlite.protos.rpc_pb2 import (
 )
 from etcdlite.server import kv
 from etcdlite.server.alarms import AlarmStore
+from etcdlite.server.auth_perms import AuthChecker
+from etcdlite.server.auth_store import AuthStore
+from etcdlite.server.auth_tokens import AuthInfo
 from etcdlite.server.errors import EtcdError, LeaseNotFound, NoSpace
 from etcdlite.server.lease import Lessor
 from etcdlite.server.membership import Membership
@@ -59,10 +92,14 @@ TERM = b"term"
 
 @dataclass(slots=True)
 class Proposal:
-    """An internal request: a validated client request and the id its waiter has."""
+    """An internal request: a validated client request, the id its waiter has, and who
+    asked (``username`` and the ``auth_revision`` that identity was checked at; empty
+    while auth is disabled and for the server's own requests)."""
 
     id: int
     request: Message
+    username: str = ""
+    auth_revision: int = 0
 
 
 @dataclass(slots=True)
@@ -76,6 +113,14 @@ class Entry:
 
 _DOMAIN_ERRORS = (EtcdError, Compacted, FutureRevision)
 
+AUTH_ADMIN_REQUESTS: frozenset[type[Message]] = frozenset({
+    AuthEnableRequest, AuthDisableRequest, AuthUserAddRequest, AuthUserDeleteRequest,
+    AuthUserChangePasswordRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest,
+    AuthRoleAddRequest, AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest,
+})
+"""The logged auth requests that need role root (etcd's needAdminPermission)."""
+
 
 class Applier:
     def __init__(
@@ -84,10 +129,14 @@ class Applier:
         alarms: AlarmStore,
         membership: Membership,
         lessor: Lessor,
+        auth: AuthStore,
+        checker: AuthChecker,
     ):
         self.store = store
         self.membership = membership
         self.lessor = lessor
+        self.auth = auth
+        self.checker = checker
         self.lease_exists = lessor.exists
         self.applied_changes: list[tuple[int, list[KeyValue]]] = []
         self.backend = store.backend
@@ -104,7 +153,12 @@ class Applier:
             ClusterVersionRequest: self._cluster_version,
             LeaseGrantRequest: self._lease_grant,
             LeaseRevokeRequest: self._lease_revoke,
+            LeaseExpireRequest: self._lease_expire,
+            InternalAuthenticateRequest: self._authenticate,
+            **{t: self._auth_change for t in AUTH_ADMIN_REQUESTS},
         }
+        self._entry_index = 0
+        """The index of the entry being applied (simple tokens end with it)."""
 
     def apply(self, entries: Sequence[Entry]) -> list[object]:
         """Apply ``entries`` (in index order) in one write transaction; results in order."""
@@ -113,6 +167,7 @@ class Applier:
         if not entries:
             return results
         handlers = self._handlers
+        auth = self.auth
         with self.backend.batch() as txn:
             for entry in entries:
                 if entry.index <= self.applied_index:
@@ -124,7 +179,10 @@ class Applier:
                     results.append(None)
                     continue
                 first_change = len(self.applied_changes)
+                self._entry_index = entry.index
                 try:
+                    if auth.enabled:
+                        self._check_caller(p)
                     self._check_space(p.request)
                     results.append(handlers[type(p.request)](p.request))
                 except _DOMAIN_ERRORS as exc:
@@ -142,6 +200,29 @@ class Applier:
             self.backend.put_meta_int(txn, TERM, last.term)
         self.applied_index = last.index
         return results
+
+    def _check_caller(self, p: Proposal) -> None:
+        """The permission checks of etcd's authApplierV3 (see the module docstring), with
+        the caller the entry names; they raise before anything is written."""
+        r = p.request
+        kind = type(r)
+        checker = self.checker
+        info = AuthInfo(p.username, p.auth_revision) if p.username else None
+        if kind is PutRequest:
+            checker.check_put(info, r, self.lease_keys(r.lease))  # type: ignore[arg-type, attr-defined]
+        elif kind is DeleteRangeRequest:
+            checker.check_delete_range(info, r)  # type: ignore[arg-type]
+        elif kind is TxnRequest:
+            checker.check_txn(info, r, self.lease_keys)  # type: ignore[arg-type]
+        elif kind is LeaseRevokeRequest:
+            checker.check_lease_revoke(info, self.lease_keys(r.ID))  # type: ignore[attr-defined]
+        elif kind in AUTH_ADMIN_REQUESTS:
+            checker.check_admin(info)
+
+    def lease_keys(self, lease_id: int) -> set[bytes] | tuple[()]:
+        """The keys attached to a lease (none for id 0 or an unknown lease)."""
+        lease = self.lessor.get(lease_id) if lease_id else None
+        return lease.keys if lease is not None else ()
 
     def _check_space(self, r: Message) -> None:
         """While NOSPACE is raised, puts, writing txns and grants are refused (etcd's
@@ -196,7 +277,14 @@ class Applier:
 
     def _lease_revoke(self, r: Message) -> Message:
         """Forget the lease and delete all its keys in one revision."""
-        keys = self.lessor.revoke(self._write_txn(), r.ID)  # type: ignore[attr-defined]
+        return self._revoke(r.ID)  # type: ignore[attr-defined]
+
+    def _lease_expire(self, r: Message) -> Message:
+        """The leader's revoke of a lease that ran out (never permission-checked)."""
+        return self._revoke(r.id)  # type: ignore[attr-defined]
+
+    def _revoke(self, lease_id: int) -> Message:
+        keys = self.lessor.revoke(self._write_txn(), lease_id)
         if keys:
             txn = self._begin()
             for key in keys:
@@ -205,6 +293,16 @@ class Applier:
         resp = LeaseRevokeResponse()
         resp.header.revision = self.store.current_revision
         return resp
+
+    def _auth_change(self, r: Message) -> Message:
+        """User and role management, AuthEnable, AuthDisable (passwords come hashed)."""
+        return self.auth.apply(self._write_txn(), r)
+
+    def _authenticate(self, r: Message) -> Message:
+        """Assign a token; a simple one ends with this entry's index, as etcd's."""
+        assert isinstance(r, InternalAuthenticateRequest)
+        token = self.auth.authenticate(r.name, index=self._entry_index, prefix=r.simple_token)
+        return AuthenticateResponse(token=token)
 
     def _bootstrap(self, r: Message) -> None:
         self.membership.apply_bootstrap(self._write_txn(), r)  # type: ignore[arg-type]

@@ -189,6 +189,43 @@ class SimpleTokenProvider:
         return len(self._tokens)
 
 
+class TokenRevocations:
+    """The store's ``TokenSink``: forwards to the token provider, and counts the events
+    that revoke a user's tokens (the user deleted or its password changed, auth
+    disabled), so an identity resolved once for a long-lived stream can tell later
+    whether a token it was resolved from would have been revoked since.
+
+    Invariant: ``stamp(u)`` changes exactly when some token of ``u`` (or every token) is
+    revoked; a token merely expiring changes nothing. Example::
+
+        revocations = TokenRevocations(provider)
+        stamp = revocations.stamp("alice")            # when a watch stream resolves alice
+        revocations.stamp("alice") == stamp           # True: nothing happened
+        revocations.invalidate_user("alice")          # her password changed
+        revocations.stamp("alice") == stamp           # False: resolve her again
+    """
+
+    def __init__(self, provider: TokenProvider):
+        self.provider = provider
+        self._epoch = 0
+        self._user_epochs: dict[str, int] = {}
+
+    def assign(self, username: str, auth_revision: int, *, index: int, prefix: str) -> str:
+        return self.provider.assign(username, auth_revision, index=index, prefix=prefix)
+
+    def invalidate_user(self, username: str) -> None:
+        self._user_epochs[username] = self._user_epochs.get(username, 0) + 1
+        self.provider.invalidate_user(username)
+
+    def disable(self) -> None:
+        self._epoch += 1
+        self.provider.disable()
+
+    def stamp(self, username: str) -> tuple[int, int]:
+        """What ``username``'s revocations count now (compare two stamps for equality)."""
+        return self._epoch, self._user_epochs.get(username, 0)
+
+
 class NopTokenProvider:
     """``--auth-token ""``: no token is ever valid and Authenticate fails."""
 

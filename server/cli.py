@@ -37,8 +37,9 @@ IMPLEMENTED_VALUE_FLAGS = (
     "max-request-bytes", "log-level", "logger", "log-outputs",
     "experimental-watch-progress-notify-interval", "election-timeout", "heartbeat-interval",
     "wal-dir", "snapshot-count", "quota-backend-bytes",
+    "auth-token", "auth-token-ttl", "bcrypt-cost", "cert-file", "key-file", "trusted-ca-file",
 )
-IMPLEMENTED_BOOL_FLAGS = ("version", "help", "unsafe-no-fsync")
+IMPLEMENTED_BOOL_FLAGS = ("version", "help", "unsafe-no-fsync", "client-cert-auth")
 
 # Every other flag of etcd 3.4/3.5: accepted, warned about, ignored.
 PENDING_VALUE_FLAGS = (
@@ -48,12 +49,12 @@ PENDING_VALUE_FLAGS = (
     "grpc-keepalive-min-time", "grpc-keepalive-interval", "grpc-keepalive-timeout",
     "max-concurrent-streams", "initial-cluster", "initial-cluster-state", "discovery",
     "discovery-fallback", "discovery-proxy", "discovery-srv", "discovery-srv-name",
-    "auto-compaction-retention", "auto-compaction-mode", "v2-deprecation", "cert-file",
-    "key-file", "client-crl-file", "client-cert-allowed-hostname", "trusted-ca-file",
-    "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-cert-allowed-cn",
+    "auto-compaction-retention", "auto-compaction-mode", "v2-deprecation",
+    "client-crl-file", "client-cert-allowed-hostname", "peer-cert-file", "peer-key-file",
+    "peer-trusted-ca-file", "peer-cert-allowed-cn",
     "peer-cert-allowed-hostname", "self-signed-cert-validity", "peer-crl-file",
     "cipher-suites", "cors", "host-whitelist", "tls-min-version", "tls-max-version",
-    "auth-token", "auth-token-ttl", "bcrypt-cost", "metrics", "listen-metrics-urls",
+    "metrics", "listen-metrics-urls",
     "log-rotation-config-json", "log-package-levels", "proxy", "proxy-failure-wait",
     "proxy-refresh-interval", "proxy-dial-timeout", "proxy-write-timeout",
     "proxy-read-timeout", "config-file", "experimental-corrupt-check-time",
@@ -69,7 +70,7 @@ PENDING_VALUE_FLAGS = (
 )
 PENDING_BOOL_FLAGS = (
     "initial-election-tick-advance", "socket-reuse-port", "socket-reuse-address",
-    "strict-reconfig-check", "pre-vote", "enable-v2", "client-cert-auth", "auto-tls",
+    "strict-reconfig-check", "pre-vote", "enable-v2", "auto-tls",
     "peer-client-cert-auth", "peer-auto-tls", "enable-pprof", "enable-log-rotation", "debug",
     "force-new-cluster", "enable-grpc-gateway",
     "experimental-initial-corrupt-check", "experimental-enable-lease-checkpoint",
@@ -234,6 +235,17 @@ def to_config(values: Mapping[str, str]) -> EtcdConfig:
         cfg.quota_backend_bytes = _int("quota-backend-bytes", values["quota-backend-bytes"])
     if "unsafe-no-fsync" in values:
         cfg.unsafe_no_fsync = values["unsafe-no-fsync"] == "true"
+    if "auth-token" in values:
+        cfg.auth_token = values["auth-token"]
+    if "auth-token-ttl" in values:
+        cfg.auth_token_ttl_s = _uint("auth-token-ttl", values["auth-token-ttl"])
+    if "bcrypt-cost" in values:
+        cfg.bcrypt_cost = _uint("bcrypt-cost", values["bcrypt-cost"])
+    for flag in ("cert-file", "key-file", "trusted-ca-file"):
+        if values.get(flag):  # "" is etcd's default: none
+            setattr(cfg, flag.replace("-", "_"), Path(values[flag]))
+    if "client-cert-auth" in values:
+        cfg.client_cert_auth = values["client-cert-auth"] == "true"
     level = values.get("log-level", "info")
     if level not in LEVELS:
         raise UsageError(f'invalid value "{level}" for flag -log-level')

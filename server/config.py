@@ -57,6 +57,23 @@ class EtcdConfig:
     machine, not of the process, may lose them). Embedded servers on a temporary
     directory use it."""
 
+    auth_token: str = "simple"
+    """--auth-token: ``simple``, ``jwt,sign-method=...,priv-key=...,pub-key=...,ttl=...``
+    or "" (no tokens); parsed by ``auth_tokens.parse_auth_token`` when the member starts."""
+    auth_token_ttl_s: int = 300
+    """--auth-token-ttl: seconds a simple token lives after its last use."""
+    bcrypt_cost: int = 10
+    """--bcrypt-cost: the password hashing cost (outside [4, 31] etcd warns and uses 10)."""
+    cert_file: Path | None = None
+    """--cert-file: the server's certificate (PEM) for https client URLs."""
+    key_file: Path | None = None
+    """--key-file: the certificate's private key (PEM)."""
+    trusted_ca_file: Path | None = None
+    """--trusted-ca-file: the CA bundle client certificates are verified against."""
+    client_cert_auth: bool = False
+    """--client-cert-auth: https clients must present a certificate signed by the trusted
+    CA; with auth enabled, a request without a token acts as the certificate's CN."""
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else Path(f"{self.name}.etcd")
 

@@ -115,9 +115,10 @@ def wire_error(exc: BaseException) -> tuple[str, str] | None:
 # -- auth (issue #9) ---------------------------------------------------------------------
 #
 # ``WIRE_ERRORS.update`` below puts the auth errors in the same table ``wire_error``
-# reads. Codes and texts are etcd's (rpctypes): the "etcdserver: ..." strings clients match on. The ``Maintenance*`` errors
-# are etcd 3.5's unmapped "auth: ..." texts, which its maintenance service (Defragment,
-# Snapshot, Hash, HashKV, MoveLeader) returns raw, so they reach clients as UNKNOWN.
+# reads. Codes and texts are etcd's (rpctypes): the "etcdserver: ..." strings clients
+# match on. The ``Maintenance*`` errors are etcd 3.5's unmapped "auth: ..." texts, which
+# its maintenance service (Defragment, Snapshot, Hash, HashKV, MoveLeader) returns raw,
+# so they reach clients as UNKNOWN.
 
 
 class AuthError(EtcdError):
@@ -262,3 +263,10 @@ WIRE_ERRORS.update({
     MaintenancePermissionDenied: ("UNKNOWN", "auth: permission denied"),
     MaintenanceInvalidAuthToken: ("UNKNOWN", "auth: invalid auth token"),
 })
+
+WATCH_PERMISSION_DENIED = (
+    "rpc error: code = PermissionDenied desc = " + WIRE_ERRORS[PermissionDenied][1]
+)
+"""The ``cancel_reason`` of a watch create refused by auth (etcd sends the Go text of the
+gRPC error, not a status): no user, a bad token, or no READ on the range."""
+

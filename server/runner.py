@@ -2,15 +2,27 @@
 
 ``start`` opens the data directory, binds every client URL (port 0 picks a free port;
 the log and ``client_urls`` carry the real one), publishes the member's client URLs and
-logs "ready to serve client requests". ``stop`` closes the listeners, fails what still
-waits and closes the backend. A fatal storage error stops the runner on its own; its
-``fatal_error`` then says why.
+logs "ready to serve client requests".
+
+TLS (etcd's client flags): an ``https://`` (or ``unixs://``) URL is served with
+--cert-file/--key-file; --trusted-ca-file names the CA that client certificates must
+chain to, and --client-cert-auth makes one mandatory (the TLS handshake refuses a client
+without it). An ``http://`` URL stays plain text even when the files are given, as in
+etcd (which warns). For example::
+
+    etcdlite --listen-client-urls https://127.0.0.1:2379 \\
+        --advertise-client-urls https://127.0.0.1:2379 --cert-file server.pem \\
+        --key-file server-key.pem --trusted-ca-file ca.pem --client-cert-auth
+
+``stop`` closes the listeners, fails what still waits and closes the backend. A fatal
+storage error stops the runner on its own; its ``fatal_error`` then says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
@@ -18,6 +30,7 @@ import grpc
 from etcdlite.protos import wire
 from etcdlite.server.api.grpc_server import generic_handlers, server_options
 from etcdlite.server.api.services import (
+    AuthService,
     ClusterService,
     HealthService,
     KVService,
@@ -25,8 +38,10 @@ from etcdlite.server.api.services import (
     MaintenanceService,
     WatchService,
 )
+from etcdlite.server.auth_store import effective_bcrypt_cost
 from etcdlite.server.clock import Clock
 from etcdlite.server.config import EtcdConfig
+from etcdlite.server.errors import AuthConfigError
 from etcdlite.server.etcd import Etcd
 from etcdlite.server.log import Logger
 from etcdlite.server.version import ETCD_VERSION, ETCDLITE_VERSION
@@ -43,30 +58,36 @@ class Listener:
     port: int
 
     @property
+    def secure(self) -> bool:
+        return self.scheme in ("https", "unixs")
+
+    @property
     def grpc_address(self) -> str:
-        if self.scheme == "unix":
+        if self.scheme in ("unix", "unixs"):
             return f"unix:{self.host}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
     def url(self, port: int | None = None) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.host}"
+        if self.scheme in ("unix", "unixs"):
+            return f"{self.scheme}://{self.host}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port if port is None else port}"
 
 
 def parse_client_url(url: str) -> Listener:
-    """Parse a --listen-client-urls entry (http, or unix sockets)."""
+    """Parse a --listen-client-urls entry (http, https, or unix sockets, unixs with TLS).
+
+    >>> parse_client_url("https://localhost:2379")
+    Listener(scheme='https', host='127.0.0.1', port=2379)
+    """
     parts = urlsplit(url)
-    if parts.scheme == "unix":
+    if parts.scheme in ("unix", "unixs"):
         path = (parts.netloc + parts.path) or ""
         if not path:
             raise ConfigError(f"unix URL without a path: {url!r}")
-        return Listener("unix", path, 0)
-    if parts.scheme in ("https", "unixs"):
-        raise ConfigError(f"TLS client URLs are not supported yet: {url!r}")
-    if parts.scheme != "http":
+        return Listener(parts.scheme, path, 0)
+    if parts.scheme not in ("http", "https"):
         raise ConfigError(f"URL scheme must be http, https, unix, or unixs: {url}")
     if parts.path not in ("", "/"):
         raise ConfigError(f"URL must not contain a path: {url!r}")
@@ -79,7 +100,33 @@ def parse_client_url(url: str) -> Listener:
         raise ConfigError(f"invalid port in {url!r}") from exc
     if port is None:
         raise ConfigError(f"URL address does not have the form \"host:port\": {url}")
-    return Listener("http", host or "0.0.0.0", port)
+    return Listener(parts.scheme, host or "0.0.0.0", port)
+
+
+def _read_pem(flag: str, path: Path | str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--{flag} {path}: {exc.strerror or exc}") from exc
+
+
+def server_credentials(cfg: EtcdConfig) -> grpc.ServerCredentials:
+    """The TLS credentials of the secure client URLs (see the module docstring); a missing
+    or unreadable file is a ``ConfigError``, as is --client-cert-auth without
+    --trusted-ca-file (etcdlite does not fall back to the system's CAs)."""
+    if cfg.cert_file is None or cfg.key_file is None:
+        raise ConfigError("TLS key/cert (--cert-file, --key-file) must be provided for "
+                          "client URLs with the https scheme")
+    cert = _read_pem("cert-file", cfg.cert_file)
+    key = _read_pem("key-file", cfg.key_file)
+    ca = _read_pem("trusted-ca-file", cfg.trusted_ca_file) if cfg.trusted_ca_file else None
+    if cfg.client_cert_auth and ca is None:
+        raise ConfigError("--client-cert-auth needs --trusted-ca-file")
+    try:
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                           require_client_auth=cfg.client_cert_auth)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"TLS: {exc}") from exc
 
 
 class Runner:
@@ -105,7 +152,22 @@ class Runner:
                "listen-client-urls": cfg.listen_client_urls,
                "max-txn-ops": cfg.max_txn_ops, "max-request-bytes": cfg.max_request_bytes},
         )
-        etcd = Etcd(cfg, self._log, self._clock, on_fatal=self._on_fatal)
+        credentials: grpc.ServerCredentials | None = None
+        if any(ln.secure for ln in listeners):
+            credentials = server_credentials(cfg)
+        elif cfg.cert_file is not None or cfg.key_file is not None:
+            self._log.warn("scheme is HTTP while key and cert files are present; "
+                           "ignoring key and cert files",
+                           **{"client-urls": cfg.listen_client_urls})
+        if cfg.bcrypt_cost != effective_bcrypt_cost(cfg.bcrypt_cost):
+            self._log.warn("invalid bcrypt-cost; using the default",
+                           **{"bcrypt-cost": cfg.bcrypt_cost,
+                              "default": effective_bcrypt_cost(cfg.bcrypt_cost)})
+        try:
+            etcd = Etcd(cfg, self._log, self._clock, on_fatal=self._on_fatal)
+        except AuthConfigError as exc:
+            detail = f" ({exc.detail})" if exc.detail else ""
+            raise ConfigError(f"--auth-token {cfg.auth_token!r}: {exc}{detail}") from exc
         self.etcd = etcd
         server = grpc.aio.server(options=server_options(cfg.max_request_bytes))
         servicers = {
@@ -114,6 +176,7 @@ class Runner:
             wire.LEASE: LeaseService(etcd),
             wire.MAINTENANCE: MaintenanceService(etcd),
             wire.CLUSTER: ClusterService(etcd),
+            wire.AUTH: AuthService(etcd),
             wire.HEALTH: HealthService(),
         }
         handlers = generic_handlers(servicers, self._log, cfg.max_request_bytes)
@@ -121,7 +184,10 @@ class Runner:
         bound = []
         for ln in listeners:
             try:
-                port = server.add_insecure_port(ln.grpc_address)
+                if credentials is not None and ln.secure:
+                    port = server.add_secure_port(ln.grpc_address, credentials)
+                else:
+                    port = server.add_insecure_port(ln.grpc_address)
             except RuntimeError as exc:
                 await etcd.stop()
                 raise ConfigError(f"listen {ln.url()}: cannot bind ({exc})") from exc
@@ -133,11 +199,10 @@ class Runner:
         etcd.serving()
         self._server = server
         self.client_urls = bound
-        for url in bound:
-            self._log.info(
-                "serving client traffic insecurely; this is strongly discouraged!",
-                address=url.split("://", 1)[1],
-            )
+        for ln, url in zip(listeners, bound, strict=True):
+            message = ("serving client traffic securely" if ln.secure else
+                       "serving client traffic insecurely; this is strongly discouraged!")
+            self._log.info(message, address=url.split("://", 1)[1])
         self._log.info(
             "ready to serve client requests",
             **{"member-id": f"{etcd.member_id:x}", "cluster-id": f"{etcd.cluster_id:x}",

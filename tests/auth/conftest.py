@@ -1,8 +1,11 @@
-"""Fixtures of the auth unit tests (helpers live in authlib.py).
+"""Fixtures of the auth tests (helpers live in authlib.py).
 
 * ``clock``: a ManualClock; ``member``: an ``authlib.Member`` over a temp data dir;
 * ``reopen``: closes the member's backend and opens the same dir again with a fresh
   store on it, the way a member restarts.
+* ``server``: an in-process etcdlite (``EtcdServer``) on ``clock``, with the cheapest
+  password cost and simple tokens living ``TOKEN_TTL_S``; ``client``: an
+  ``authlib.Client`` on it, without a token.
 
 Fixture names here are new except ``clock``, which no fixture of tests/conftest.py uses.
 """
@@ -12,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
-from authlib import Member
+from authlib import TEST_COST, TOKEN_TTL_S, Client, Member
 
 from etcdlite.server.clock import ManualClock
+from etcdlite.server.embed import EtcdServer
 
 
 @pytest.fixture
@@ -45,3 +50,15 @@ def reopen(member: Member) -> Iterator[Callable[[], Member]]:
     yield again
     for m in opened:
         m.close()
+
+
+@pytest.fixture
+def server(clock: ManualClock) -> Iterator[EtcdServer]:
+    with EtcdServer(clock=clock, bcrypt_cost=TEST_COST, auth_token_ttl_s=TOKEN_TTL_S) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: EtcdServer) -> Iterator[Client]:
+    with grpc.insecure_channel(server.endpoint) as channel:
+        yield Client(channel)

@@ -136,12 +136,13 @@ def test_role_root_can_be_granted_before_it_exists(member: Member) -> None:
 def test_user_add_get_list(member: Member) -> None:
     s = member.store
     for name in ("zed", "amy", "Bob"):
-        run(member, s.user_add, name, hashed("pw"))
+        run(member, s.user_add, name, hashed("pw!"))
     assert s.user_list() == ["Bob", "amy", "zed"]  # byte order, like etcd's bucket
     assert s.user_get("amy") == []
     stored = s.get_user("amy")
     assert stored is not None and stored.name == b"amy"
-    assert stored.password.startswith(b"$scrypt$") and b"pw" not in stored.password
+    # "!" is not in base64's alphabet, so the plain password cannot appear by chance.
+    assert stored.password.startswith(b"$scrypt$") and b"pw!" not in stored.password
 
 
 def test_user_add_errors(member: Member) -> None:
