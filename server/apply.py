@@ -83,6 +83,7 @@ from etcdlite.server.auth_tokens import AuthInfo
 from etcdlite.server.errors import EtcdError, LeaseNotFound, NoSpace
 from etcdlite.server.lease import Lessor
 from etcdlite.server.membership import Membership
+from etcdlite.server.quota import quota_cost
 from etcdlite.storage.errors import Compacted, FutureRevision
 from etcdlite.storage.mvcc import Store, WriteTxn
 
@@ -225,12 +226,13 @@ class Applier:
         return lease.keys if lease is not None else ()
 
     def _check_space(self, r: Message) -> None:
-        """While NOSPACE is raised, puts, writing txns and grants are refused (etcd's
-        capped applier); reads, deletes, revokes, compaction and alarms still work."""
+        """While NOSPACE is raised, puts, txns that put and grants are refused (etcd's
+        capped applier: a txn is refused when its quota cost is not 0); reads, deletes,
+        delete-only txns, revokes, compaction and alarms still work."""
         if not self.alarms.active(NOSPACE):
             return
         if isinstance(r, (PutRequest, LeaseGrantRequest)) or (
-            isinstance(r, TxnRequest) and not kv.is_read_only(r)
+            isinstance(r, TxnRequest) and quota_cost(r) > 0
         ):
             raise NoSpace()
 

@@ -136,6 +136,7 @@ from etcdlite.server.lease import Lessor, min_lease_ttl
 from etcdlite.server.log import Logger
 from etcdlite.server.membership import Membership
 from etcdlite.server.node import LocalNode
+from etcdlite.server.quota import quota_cost
 from etcdlite.server.version import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from etcdlite.server.wait import Wait
 from etcdlite.server.watch import WatchHub
@@ -153,8 +154,7 @@ SNAPSHOT_CHUNK_BYTES = 32 * 1024
 """Maintenance.Snapshot sends the database in chunks of this size (as etcd)."""
 _WAL_METADATA = struct.Struct(">QQ")
 """The WAL's metadata: member id and cluster id (a WAL never serves another member)."""
-_QUOTA_PUT_OVERHEAD = 256
-_QUOTA_LEASE_COST = 64
+_QUOTA_CHECKED = (PutRequest, TxnRequest, LeaseGrantRequest)
 _PROPOSAL_HEADER_BYTES = 14
 """What etcd's internal request adds around a client request (request header with a
 64-bit id, plus the field tag): --max-request-bytes is checked against the sum."""
@@ -173,19 +173,6 @@ def map_size_for(quota: int) -> int:
     return quota + max(quota, 256 * 1024 * 1024) if quota else DEFAULT_MAP_SIZE
 
 
-def quota_cost(r: Message) -> int:
-    """What a request may add to the database, by etcd's estimate: 256 + key + value
-    per put, the larger branch of a txn, 64 per lease; 0 for everything else."""
-    if isinstance(r, PutRequest):
-        return _QUOTA_PUT_OVERHEAD + len(r.key) + len(r.value)
-    if isinstance(r, LeaseGrantRequest):
-        return _QUOTA_LEASE_COST
-    if isinstance(r, TxnRequest):
-        return max(
-            sum(quota_cost(op.request_put) for op in ops if op.HasField("request_put"))
-            for ops in (r.success, r.failure)
-        )
-    return 0
 
 
 class Etcd:
@@ -209,7 +196,9 @@ class Etcd:
         self._auth_pool: ThreadPoolExecutor | None = None
         self.data_dir = cfg.resolved_data_dir()
         self._quota = cfg.resolved_quota()
-        self.backend = LmdbBackend(self.data_dir / "member" / "db", sync=False,
+        # Deferred, synced commits: the node commits every 100 ms (see LocalNode).
+        self.backend = LmdbBackend(self.data_dir / "member" / "db",
+                                   sync=not cfg.unsafe_no_fsync, deferred=True,
                                    map_size=map_size_for(self._quota))
         self.store = Store(self.backend)
         self.membership = Membership(self.backend)
@@ -324,6 +313,8 @@ class Etcd:
             self._auth_pool.shutdown(wait=True, cancel_futures=True)
         await self.compactor.stop()
         await self.guard.idle()
+        if self.fatal_error is None:
+            self.backend.commit()  # a clean stop leaves nothing for the WAL to replay
         self.backend.close()
 
     def _fatal(self, exc: BaseException) -> None:
@@ -389,6 +380,8 @@ class Etcd:
             self.auth_checker.check_txn(caller, r, self.applier.lease_keys)
         if kv.is_read_only(r):
             self._check_alive()
+            if self._quota:
+                await self._check_quota(r)
             with self.store.read() as view:
                 return kv.txn_read_only(view, r)
         return await self._propose(r, caller)  # type: ignore[return-value]
@@ -414,15 +407,16 @@ class Etcd:
             header += 2 + name + _varint_len(name) + _varint_len(caller.revision)
         if size + _varint_len(size) + header > self._max_request_bytes:
             raise RequestTooLarge()
-        if self._quota:
+        if self._quota and isinstance(r, _QUOTA_CHECKED):
             await self._check_quota(r)
         return await self._submit(r, caller)  # type: ignore[return-value]
 
     async def _check_quota(self, r: Message) -> None:
-        """A write that could grow the database past the quota is refused, and raises
-        the NOSPACE alarm for this member first (as etcd's quota servers do)."""
-        cost = quota_cost(r)
-        if cost and self.backend.size() + cost >= self._quota:
+        """Put, Txn (read-only ones too) and LeaseGrant are refused once the database
+        file plus the request's cost reaches the quota -- even at cost 0 -- and the
+        refusal first raises the NOSPACE alarm for this member (etcd 3.5.1's quota
+        servers do exactly this)."""
+        if self.backend.size() + quota_cost(r) >= self._quota:
             await self._submit(AlarmRequest(
                 action=AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=NOSPACE))
             raise NoSpace()
@@ -649,7 +643,9 @@ class Etcd:
             raftAppliedIndex=self.node.applied_index,
         )
         for a in self.alarms.get():
-            resp.errors.append(f"memberID:{a.memberID} alarm:{AlarmType.Name(a.alarm)} ")
+            # gogo's text form leaves out zero fields: a member-0 alarm has no memberID.
+            member = f"memberID:{a.memberID} " if a.memberID else ""
+            resp.errors.append(f"{member}alarm:{AlarmType.Name(a.alarm)} ")
         self.fill_header(resp.header)
         return resp
 
@@ -687,9 +683,7 @@ class Etcd:
         self.check_maintenance_admin(caller)
         await self.guard.idle()
         self.backend.defragment()
-        resp = DefragmentResponse()
-        self.fill_header(resp.header)
-        return resp
+        return DefragmentResponse()  # etcd 3.5.1 answers without a header
 
     async def snapshot(self, caller: AuthInfo | None = None) -> AsyncIterator[SnapshotResponse]:
         """A consistent copy of the database in 32 KiB chunks, padded with zeros to a
@@ -698,6 +692,7 @@ class Etcd:
         self._check_alive()
         self.check_maintenance_admin(caller)
         tmp = self.data_dir / "member" / f"snapshot-{self._ids.next():x}.tmp"
+        self.node.commit_backend()  # the copy is made from committed state
         try:
             await self.guard.run(None, lambda: self.backend.copy_to(tmp))
             with open(tmp / "data.mdb", "rb") as f:
