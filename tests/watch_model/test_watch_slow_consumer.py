@@ -327,6 +327,16 @@ def test_quiet_watcher_on_a_congested_stream_is_not_cancelled_for_compaction(
     asyncio.run(scenario())
 
 
+class _Call:
+    """The servicer context of a call without metadata (no token, no certificate)."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
 def test_outbox_stays_bounded_while_a_stalled_client_sends_requests(tmp_path: Path) -> None:
     """The docstring's bound ("an outbox of at most outbox_limit responses") must also
     hold for the replies to the client's own requests: a client that never reads but
@@ -358,7 +368,7 @@ def test_outbox_stays_bounded_while_a_stalled_client_sends_requests(tmp_path: Pa
                     yield await requests.get()
                     requests.task_done()
 
-            responses = WatchService(etcd).Watch(feed(), None)  # type: ignore[arg-type]
+            responses = WatchService(etcd).Watch(feed(), _Call())  # type: ignore[arg-type]
             requests.put_nowait(WatchRequest(create_request=WatchCreateRequest(key=b"k")))
             first = await asyncio.wait_for(anext(responses), WAIT_S)
             assert first.created
