@@ -29,6 +29,7 @@ from etcdlite.server.config import EtcdConfig
 from etcdlite.server.log import LEVELS, Logger
 from etcdlite.server.runner import ConfigError, Runner
 from etcdlite.server.version import ETCD_VERSION, ETCDLITE_VERSION
+from etcdlite.storage.dirlock import DirectoryInUse
 from etcdlite.storage.errors import StorageError
 
 IMPLEMENTED_VALUE_FLAGS = (
@@ -343,6 +344,10 @@ async def _serve(cfg: EtcdConfig, logger: Logger) -> int:
         await runner.start()
     except ConfigError as exc:
         logger.fatal("failed to start etcdlite", error=str(exc))
+        return 1
+    except DirectoryInUse as exc:
+        logger.fatal("refusing to start: the data directory is in use",
+                     **{"data-dir": str(cfg.resolved_data_dir()), "error": str(exc)})
         return 1
     except StorageError as exc:
         logger.fatal(

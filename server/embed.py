@@ -48,7 +48,6 @@ import concurrent.futures
 import dataclasses
 import difflib
 import errno
-import os
 import shutil
 import socket
 import tempfile
@@ -66,11 +65,6 @@ from etcdlite.server.log import Logger
 if TYPE_CHECKING:
     from etcdlite.server.etcd import Etcd
     from etcdlite.server.runner import Runner
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: data directories are not locked
-    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 STOP_GRACE_S = 0.2
@@ -168,7 +162,6 @@ class EtcdServer:
         self._thread: threading.Thread | None = None
         self._exited: concurrent.futures.Future[None] | None = None
         self._runner: Runner | None = None
-        self._locks: list[int] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._pending_expiry: list[concurrent.futures.Future[int]] = []
         self.url = ""
@@ -277,9 +270,6 @@ class EtcdServer:
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         exited: concurrent.futures.Future[None] = concurrent.futures.Future()
         try:
-            self._locks.append(_lock_dir(cfg.resolved_data_dir(), "data dir"))
-            if cfg.wal_dir is not None:
-                self._locks.append(_lock_dir(cfg.wal_dir, "wal dir"))
             runner = Runner(cfg, Logger(cfg.log_level, self._log_stream), self.clock)
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
@@ -301,9 +291,15 @@ class EtcdServer:
         self.url = self.client_urls[0]
 
     def _explain(self, exc: BaseException) -> BaseException:
-        """A bind failure on an explicit port in use becomes ``PortInUse``."""
+        """A locked data dir becomes ``DataDirInUse``, a bind failure on an explicit port
+        in use ``PortInUse``."""
         from etcdlite.server.runner import ConfigError, parse_client_url
+        from etcdlite.storage.dirlock import DirectoryInUse
 
+        if isinstance(exc, DirectoryInUse):
+            return DataDirInUse(
+                f"{exc} (an EtcdServer, an etcdlite fixture or process); give each "
+                "server its own data_dir")
         if not isinstance(exc, ConfigError):
             return exc
         for url in self.config.listen_client_urls:
@@ -332,13 +328,12 @@ class EtcdServer:
         return exited
 
     def _release(self) -> None:
-        """Join the ended thread; close the locks; remove a temporary directory."""
+        """Join the ended thread; remove a temporary directory (the member released
+        its directory locks when it stopped)."""
         if self._thread is not None:
             self._thread.join()
         self._thread = self._loop = self._exited = None
         self._pending_expiry.clear()
-        while self._locks:
-            os.close(self._locks.pop())
         if self._own_dir and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
@@ -570,29 +565,6 @@ def _raise_explained(server: EtcdServer, exc: BaseException) -> NoReturn:
 
 
 # -- locks and ports ----------------------------------------------------------------------
-
-
-def _lock_dir(path: Path, what: str) -> int:
-    """Create ``path`` if needed and hold an exclusive flock on it; returns the fd.
-
-    flock locks belong to the open file description, so a second server fails here
-    whether it is in this process or another one.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY)
-    if fcntl is None:
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise DataDirInUse(
-                f"{what} {path} is in use by another running etcd member (an EtcdServer, "
-                "an etcdlite fixture or process); give each server its own data_dir"
-            ) from None
-        raise
-    return fd
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -141,6 +141,7 @@ from etcdlite.server.version import ETCD_CLUSTER_VERSION, ETCD_VERSION
 from etcdlite.server.wait import Wait
 from etcdlite.server.watch import WatchHub
 from etcdlite.storage.backend import DEFAULT_MAP_SIZE, LmdbBackend
+from etcdlite.storage.dirlock import lock_dir, unlock
 from etcdlite.storage.errors import CorruptStore
 from etcdlite.storage.mvcc import Store
 from etcdlite.storage.wal import Wal
@@ -195,6 +196,17 @@ class Etcd:
         self.bcrypt_cost = effective_bcrypt_cost(cfg.bcrypt_cost)
         self._auth_pool: ThreadPoolExecutor | None = None
         self.data_dir = cfg.resolved_data_dir()
+        self._locks = [lock_dir(self.data_dir)]
+        try:
+            if cfg.wal_dir is not None:
+                self._locks.append(lock_dir(cfg.wal_dir, "wal dir"))
+            self._open(cfg, wal_segment_bytes)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open(self, cfg: EtcdConfig, wal_segment_bytes: int) -> None:
+        """Everything on disk, opened and recovered (the directories are locked)."""
         self._quota = cfg.resolved_quota()
         # Deferred, synced commits: the node commits every 100 ms (see LocalNode).
         self.backend = LmdbBackend(self.data_dir / "member" / "db",
@@ -316,6 +328,11 @@ class Etcd:
         if self.fatal_error is None:
             self.backend.commit()  # a clean stop leaves nothing for the WAL to replay
         self.backend.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        while self._locks:
+            unlock(self._locks.pop())
 
     def _fatal(self, exc: BaseException) -> None:
         self.fatal_error = exc

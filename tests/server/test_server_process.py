@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 import pytest
+from etcd_procs import etcdlite_cmdline, free_port
 
 from etcdlite.protos.rpc_pb2 import (
     CompactionRequest,
@@ -131,3 +132,17 @@ def test_go_style_flag_syntax_and_env_precedence():
 
 def test_default_data_dir_is_name_dot_etcd():
     assert str(to_config({"name": "n1"}).resolved_data_dir()) == "n1.etcd"
+
+
+def test_a_second_member_on_the_same_data_dir_refuses_to_start(start_etcdlite, tmp_path):
+    """Two members on one data directory would interleave their WAL and LMDB writes;
+    the second one stops at once with a clear message (etcd locks its WAL the same way),
+    and the first keeps serving."""
+    first = start_etcdlite()
+    done = subprocess.run(etcdlite_cmdline(first.data_dir, free_port()), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    fatal = [r for r in log_lines(done.stderr) if r["level"] == "fatal"]
+    assert fatal and fatal[0]["msg"] == "refusing to start: the data directory is in use"
+    assert "in use by another running etcd member" in fatal[0]["error"]
+    first.stub("KV").Put(PutRequest(key=b"still", value=b"serving"))
