@@ -397,8 +397,8 @@ class Etcd:
             self.auth_checker.check_txn(caller, r, self.applier.lease_keys)
         if kv.is_read_only(r):
             self._check_alive()
-            if self._quota:
-                await self._check_quota(r)
+            if self._over_quota(r):
+                await self._refuse_nospace()
             with self.store.read() as view:
                 return kv.txn_read_only(view, r)
         return await self._propose(r, caller)  # type: ignore[return-value]
@@ -424,19 +424,21 @@ class Etcd:
             header += 2 + name + _varint_len(name) + _varint_len(caller.revision)
         if size + _varint_len(size) + header > self._max_request_bytes:
             raise RequestTooLarge()
-        if self._quota and isinstance(r, _QUOTA_CHECKED):
-            await self._check_quota(r)
+        if isinstance(r, _QUOTA_CHECKED) and self._over_quota(r):
+            await self._refuse_nospace()
         return await self._submit(r, caller)  # type: ignore[return-value]
 
-    async def _check_quota(self, r: Message) -> None:
+    def _over_quota(self, r: Message) -> bool:
         """Put, Txn (read-only ones too) and LeaseGrant are refused once the database
-        file plus the request's cost reaches the quota -- even at cost 0 -- and the
-        refusal first raises the NOSPACE alarm for this member (etcd 3.5.1's quota
-        servers do exactly this)."""
-        if self.backend.size() + quota_cost(r) >= self._quota:
-            await self._submit(AlarmRequest(
-                action=AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=NOSPACE))
-            raise NoSpace()
+        file plus the request's cost reaches the quota, even at cost 0 (etcd 3.5.1's
+        quota servers do exactly this)."""
+        return bool(self._quota) and self.backend.size() + quota_cost(r) >= self._quota
+
+    async def _refuse_nospace(self) -> None:
+        """Raise the NOSPACE alarm for this member, then refuse (as etcd)."""
+        await self._submit(AlarmRequest(
+            action=AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=NOSPACE))
+        raise NoSpace()
 
     async def _submit(self, r: Message, caller: AuthInfo | None = None) -> object:
         if self.stopped or self.fatal_error is not None:
