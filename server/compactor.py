@@ -2,9 +2,10 @@
 
 After the applier records a compaction (logically complete at once), ``kick`` starts a
 task that deletes obsolete revisions ``batch_limit`` at a time, each batch in its own
-short write transaction, yielding to the event loop between batches so writes and reads
-interleave. ``wait_finished(rev)`` returns once everything up to ``rev`` is physically
-gone (what ``physical=true`` compactions wait for).
+backend batch, yielding to the event loop between batches so writes and reads
+interleave; ``on_batch`` is told after each batch (the member schedules a backend commit,
+since batches join its open transaction). ``wait_finished(rev)`` returns once everything
+up to ``rev`` is physically gone (what ``physical=true`` compactions wait for).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ class Compactor:
         store: Store,
         on_fatal: Callable[[BaseException], None],
         batch_limit: int = 1000,
+        on_batch: Callable[[], None] | None = None,
     ):
         self._store = store
         self._on_fatal = on_fatal
+        self._on_batch = on_batch
         self._batch_limit = batch_limit
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -43,6 +46,8 @@ class Compactor:
                 except Exception as exc:  # a storage failure: the member must stop
                     self._on_fatal(exc)
                     return
+                if self._on_batch is not None:
+                    self._on_batch()  # the batch joined the backend's open transaction
                 self._wake()
                 await asyncio.sleep(0)
         finally:

@@ -223,7 +223,9 @@ class Etcd:
         self.applier = Applier(self.store, self.alarms, self.membership, self.lessor,
                                self.auth, self.auth_checker)
         self.wait = Wait()
-        self.compactor = Compactor(self.store, self._fatal)
+        # Compaction batches join the backend's open transaction: the node commits them.
+        self.compactor = Compactor(self.store, self._fatal,
+                                   on_batch=lambda: self.node.schedule_commit())
         self.watch_hub = WatchHub(
             self.store,
             self.fill_watch_header,

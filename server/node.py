@@ -222,7 +222,14 @@ class LocalNode:
             self._snapshot()  # commits the backend first
         elif self._uncommitted >= BACKEND_COMMIT_ENTRIES:
             self.commit_backend()
-        elif self._commit_timer is None:
+        else:
+            self.schedule_commit()
+
+    def schedule_commit(self) -> None:
+        """Commit the backend within ``BACKEND_COMMIT_INTERVAL_S``: for applied entries,
+        and for work that joins the open transaction outside the commit path (physical
+        compaction)."""
+        if self._commit_timer is None and not self._stopped:
             self._commit_timer = asyncio.get_running_loop().call_later(
                 BACKEND_COMMIT_INTERVAL_S, self.commit_backend)
 

@@ -170,3 +170,36 @@ def test_snapshots_keep_the_wal_bounded_under_sustained_writes(tmp_path: Path):
         await etcd.stop()
 
     asyncio.run(reopen())
+
+
+def test_physical_compaction_reaches_the_disk_without_later_writes(tmp_path: Path, monkeypatch):
+    """Compaction batches join the backend's open transaction; the member commits them
+    even when no write follows (else they would wait for the next write or a stop)."""
+    from etcdlite.protos.rpc_pb2 import CompactionRequest
+    from etcdlite.server import node
+
+    monkeypatch.setattr(node, "BACKEND_COMMIT_INTERVAL_S", 0.0)
+
+    async def scenario() -> None:
+        etcd = Etcd(EtcdConfig(data_dir=tmp_path / "m"), Logger("error"))
+        etcd.start()
+        await etcd.publish(["http://127.0.0.1:2379"])
+        etcd.serving()
+        # Over 2,000 obsolete revisions: the compactor needs several batches, most of
+        # them after the commit the Compact request itself scheduled has run.
+        for i in range(3000):
+            await etcd.put(PutRequest(key=b"k", value=b"%d" % i))
+        for _ in range(100):  # drive the loop until the writes' commit has run
+            if etcd.backend.write_txn is None:
+                break
+            await asyncio.sleep(0)
+        assert etcd.backend.write_txn is None
+        await etcd.compact(CompactionRequest(revision=2990, physical=True))
+        for _ in range(100):
+            if etcd.backend.write_txn is None:
+                break
+            await asyncio.sleep(0)
+        assert etcd.backend.write_txn is None, "the compaction was never committed"
+        await etcd.stop()
+
+    asyncio.run(scenario())
