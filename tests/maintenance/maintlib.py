@@ -4,8 +4,6 @@
   call with a deadline, plus the few calls the tests repeat (``put``, ``status``, ...).
 * :func:`rpc_error`: run a call that must fail and return its ``(code, details)``.
 * :func:`fill_until_refused`: put big values under a prefix until the quota refuses one.
-* :class:`WatchStream`: one Watch stream whose responses are awaited with a timeout (no
-  sleeping to wait for an event).
 * :class:`Servers`: the servers a test module started (the ``servers`` fixture).
 * :func:`launch`: etcdlite, or real etcd 3.5.1 with ``ETCDLITE_MAINT_REFERENCE=1``
   (``REFERENCE``), which checks that the expectations of the tests are etcd's;
@@ -17,10 +15,8 @@
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +36,6 @@ from etcdlite.protos import rpc_pb2 as R
 
 CALL_TIMEOUT_S = 15.0
 """Deadline of every unary call: a hung server fails the test instead of the run."""
-RECV_TIMEOUT_S = 10.0
-"""How long ``WatchStream.recv`` waits for one response."""
 CLI_TIMEOUT_S = 60.0
 REFERENCE = os.environ.get("ETCDLITE_MAINT_REFERENCE") == "1"
 
@@ -180,65 +174,6 @@ def op_get(key: bytes, range_end: bytes = b"") -> R.RequestOp:
 
 def op_delete(key: bytes, range_end: bytes = b"") -> R.RequestOp:
     return R.RequestOp(request_delete_range=R.DeleteRangeRequest(key=key, range_end=range_end))
-
-
-class WatchStream:
-    """One Watch stream: requests go through a queue, a thread reads the responses into
-    another, ``recv`` waits for the next one with a timeout."""
-
-    def __init__(self, client: Client) -> None:
-        self._requests: queue.Queue[R.WatchRequest | None] = queue.Queue()
-        self._responses: queue.Queue[R.WatchResponse | grpc.RpcError | None] = queue.Queue()
-        self._call = client.watch_stub.Watch(self._feed(), timeout=120)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _feed(self) -> Iterator[R.WatchRequest]:
-        while (req := self._requests.get()) is not None:
-            yield req
-
-    def _read(self) -> None:
-        try:
-            for resp in self._call:
-                self._responses.put(resp)
-            self._responses.put(None)
-        except grpc.RpcError as e:
-            self._responses.put(e)
-
-    def recv(self, timeout: float = RECV_TIMEOUT_S) -> R.WatchResponse:
-        try:
-            item = self._responses.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no watch response within {timeout}s") from None
-        if not isinstance(item, R.WatchResponse):
-            raise AssertionError(f"watch stream ended ({item!r}) while a response was expected")
-        return item
-
-    def create(self, key: bytes, range_end: bytes = b"", **kw: Any) -> int:
-        """Create a watcher and wait for its created reply; returns the watch id."""
-        self._requests.put(R.WatchRequest(create_request=R.WatchCreateRequest(
-            key=key, range_end=range_end, **kw)))
-        resp = self.recv()
-        assert resp.created and not resp.canceled, f"watch not created: {resp}"
-        return resp.watch_id
-
-    def events(self, n: int) -> list[Any]:
-        """The next ``n`` events (over as many responses as it takes)."""
-        got: list[Any] = []
-        while len(got) < n:
-            got.extend(self.recv().events)
-        return got
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self._call.cancel()
-        self._reader.join(timeout=5)
-
-    def __enter__(self) -> WatchStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def etcdlite_cli(*args: str) -> subprocess.CompletedProcess[str]:

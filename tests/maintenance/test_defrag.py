@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from etcd_procs import Etcdctl
-from maintlib import Client, Servers, WatchStream, needs_etcdlite, prefix_end
+from maintlib import Client, Servers, needs_etcdlite, prefix_end
+from watch_client import WatchClient
 
 from etcdlite.protos import kv_pb2
 from etcdlite.protos import rpc_pb2 as R
@@ -68,8 +69,8 @@ def test_server_keeps_serving_after_defragment(srv: Client, ns: bytes) -> None:
     """A watch opened before Defragment still delivers events after it; puts get the
     next revisions, ranges see them, a new watch replays history from before the
     defragmentation, and HashKV answers."""
-    with WatchStream(srv) as w:
-        w.create(ns, prefix_end(ns))
+    with WatchClient(srv.watch_stub) as w:
+        w.created(ns, prefix_end(ns))
         rev = _write_and_free(srv, ns)
         w.events(BIG_KEYS * 2)  # the puts and the deletes
         srv.defragment()
@@ -80,8 +81,8 @@ def test_server_keeps_serving_after_defragment(srv: Client, ns: bytes) -> None:
             kv_pb2.Event.PUT, ns + b"after", b"1", rev + 1)
 
     assert srv.get(ns + b"after").kvs[0].mod_revision == rev + 1
-    with WatchStream(srv) as w:
-        w.create(ns + b"after", start_revision=rev)
+    with WatchClient(srv.watch_stub) as w:
+        w.created(ns + b"after", start_revision=rev)
         [ev] = w.events(1)
         assert ev.kv.mod_revision == rev + 1
     assert srv.put(ns + b"after", b"2") == rev + 2

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 from google.protobuf import text_format
+from watch_client import WatchClient
 from watchlib import (
     CALL_TIMEOUT_S,
-    WatchClient,
     op_delete,
     op_put,
 )

@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 
 import pytest
+from watch_client import WatchClient
 from watchlib import (
     GRPC_OVERHEAD_BYTES,
     MAX_REQUEST_BYTES,
-    WatchClient,
     compact,
     current_revision,
     delete,
