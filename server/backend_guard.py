@@ -1,17 +1,17 @@
 """BackendGuard: threads may use the backend while the loop runs; defragment may not.
 
-Two kinds of backend work leave the event loop: the snapshot job (``sync_to_disk``)
-and copies for Maintenance.Snapshot (``copy_to``). Defragment closes and reopens the
-LMDB environment, which must never happen under a thread still using it. Every thread
+Backend work that leaves the event loop (copies for Maintenance.Snapshot, ``copy_to``)
+runs in a thread. Defragment closes and reopens the LMDB environment, which must never
+happen under a thread still using it. Every thread
 job runs through ``run``; defragment first awaits ``idle`` and then runs synchronously
 on the loop, so no new job can start before it is done.
 
 Example::
 
     guard = BackendGuard()
-    await guard.run(executor, backend.sync_to_disk)   # counted while it runs
-    await guard.idle()                                # no job left in a thread
-    backend.defragment()                              # before the loop runs anything else
+    await guard.run(None, lambda: backend.copy_to(tmp))   # counted while it runs
+    await guard.idle()                                    # no job left in a thread
+    backend.defragment()                                  # before the loop runs anything
 """
 
 from __future__ import annotations

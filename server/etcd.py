@@ -267,7 +267,7 @@ class Etcd:
             contents = None
         node = LocalNode(self.applier, self.wait, wal, self._on_applied, self._fatal,
                          member_id=0, fsync=fsync,
-                         snapshot_count=cfg.resolved_snapshot_count(), guard=self.guard)
+                         snapshot_count=cfg.resolved_snapshot_count())
         try:
             if contents is not None:
                 replayed = node.recover(contents)

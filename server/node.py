@@ -42,7 +42,6 @@ from google.protobuf.message import Message
 
 from etcdlite.protos.kv_pb2 import KeyValue
 from etcdlite.server.apply import TERM, Applier, Entry, Proposal
-from etcdlite.server.backend_guard import BackendGuard
 from etcdlite.server.entry_codec import decode, encode
 from etcdlite.server.wait import Wait
 from etcdlite.storage.errors import CorruptStore
@@ -66,7 +65,6 @@ class LocalNode:
         member_id: int,
         fsync: bool,
         snapshot_count: int,
-        guard: BackendGuard,
     ):
         self._applier = applier
         self._wait = wait
@@ -77,7 +75,6 @@ class LocalNode:
         """Who this member votes for in its hard state: itself."""
         self._fsync = fsync
         self._snapshot_count = snapshot_count
-        self._guard = guard
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="etcdlite-wal") if fsync else None
         )
@@ -269,20 +266,18 @@ class LocalNode:
             self._snapshot_job(snap)
             return
         self._snapshotting = True
-        task = asyncio.get_running_loop().create_task(
-            self._guard.run(self._executor, lambda: self._snapshot_job(snap)))
-        task.add_done_callback(self._snapshot_done)
+        done = self._executor.submit(self._snapshot_job, snap)  # after the queued saves
+        loop = asyncio.get_running_loop()
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._snapshot_done, f))
 
     def _snapshot_job(self, snap: WalSnapshot) -> None:
         """The marker, then release (the backend was committed up to ``snap.index``)."""
         self._wal.save_snapshot(snap)
         self._wal.release_to(snap.index)
 
-    def _snapshot_done(self, task: asyncio.Task[None]) -> None:
+    def _snapshot_done(self, done: Future[None]) -> None:
         self._snapshotting = False
-        if task.cancelled():
-            return
-        exc = task.exception()
+        exc = None if done.cancelled() else done.exception()
         if exc is not None and not self._stopped:
             self._fail(exc)
 

@@ -10,8 +10,8 @@ Writes happen in batches: ``with backend.batch() as w:`` opens one LMDB write
 transaction that every change of the batch shares; it commits (and, unless
 ``sync=False``, fsyncs) when the block ends and aborts if the block raises. Reads open
 short read transactions. The backend is not thread-safe by design: the member's event
-loop is its only user, except for ``sync_to_disk`` and ``copy_to``, which another thread
-may run (LMDB allows both beside a writer).
+loop is its only user, except for ``copy_to``, which another thread may run (LMDB allows
+it beside a writer).
 
 Deferred commits (``deferred=True``, how a member runs it under its WAL): a batch's
 transaction is not committed when the block ends but stays open, and the next batches
@@ -179,10 +179,6 @@ class LmdbBackend:
         """Bytes of pages in use (Status ``dbSizeInUse``)."""
         info = self.env.info()
         return (info["last_pgno"] + 1) * self.env.stat()["psize"]
-
-    def sync_to_disk(self) -> None:
-        """Make every committed batch durable (fsync); safe from another thread."""
-        self.env.sync(True)
 
     def copy_to(self, dest: Path) -> None:
         """Write a compacted, consistent copy of the database to ``dest/data.mdb`` (a new
