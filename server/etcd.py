@@ -206,7 +206,8 @@ class Etcd:
             raise
 
     def _open(self, cfg: EtcdConfig, wal_segment_bytes: int) -> None:
-        """Everything on disk, opened and recovered (the directories are locked)."""
+        """The member's state: everything on disk opened and recovered, and the parts
+        built on it (the directories are locked already)."""
         self._quota = cfg.resolved_quota()
         # Deferred, synced commits: the node commits every 100 ms (see LocalNode).
         self.backend = LmdbBackend(self.data_dir / "member" / "db",
@@ -276,6 +277,9 @@ class Etcd:
                                    **{"applied-index": node.applied_index})
             if not self.membership.bootstrapped:
                 node.bootstrap(founding or Membership.bootstrap_request(cfg))
+            if len(metadata) != _WAL_METADATA.size:
+                raise CorruptStore(f"wal: {wal_dir} has metadata of {len(metadata)} bytes, "
+                                   f"not an etcdlite member's {_WAL_METADATA.size}")
             wal_ids = _WAL_METADATA.unpack(metadata)
             if wal_ids != (self.membership.local_id, self.membership.cluster_id):
                 raise CorruptStore(

@@ -203,3 +203,21 @@ def test_physical_compaction_reaches_the_disk_without_later_writes(tmp_path: Pat
         await etcd.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_wal_of_another_member_refuses_to_start(tmp_path: Path):
+    """A WAL directory that is not this member's (another member's ids, or not an
+    etcdlite WAL) stops the start with a message, never a traceback."""
+    from etcdlite.storage.wal import Wal
+
+    first = launch_etcdlite(tmp_path / "a.etcd", tmp_path / "a.log")
+    assert first.stop() == 0
+    wal_dir = tmp_path / "b.etcd" / "member" / "wal"
+    # It starts where the backend left off (a fresh member applies entries 1-4), so only
+    # the metadata is wrong.
+    Wal.create(wal_dir, b"not-ours", first_index=5).close()
+    shutil.copytree(tmp_path / "a.etcd" / "member" / "db", tmp_path / "b.etcd" / "member" / "db")
+    done = subprocess.run(etcdlite_cmdline(tmp_path / "b.etcd", free_port()),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "has metadata of 8 bytes" in done.stderr and "Traceback" not in done.stderr
