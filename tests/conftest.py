@@ -16,6 +16,7 @@ works from every test module and conftest below ``tests/``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,10 +48,13 @@ def etcdlite_cmd() -> list[str]:
 @pytest.fixture
 def start_etcdlite(tmp_path: Path) -> Iterator[Callable[..., ServerProc]]:
     started: list[ServerProc] = []
+    launches = itertools.count()
 
     def start(*args: str, data_dir: Path | None = None, peer_url: str | None = None,
               env: dict[str, str] | None = None) -> ServerProc:
-        n = len(started)
+        # Numbered per launch, not per success: a retried start (start_pair after a port
+        # clash) must not reuse a directory the failed attempt already bootstrapped.
+        n = next(launches)
         sp = launch_etcdlite(data_dir or tmp_path / f"etcdlite-{n}.etcd",
                              tmp_path / f"etcdlite-{n}.log", *args, peer_url=peer_url, env=env)
         started.append(sp)
@@ -74,9 +78,10 @@ def start_real_etcd(
     flavor = request.param
     binary = real_etcd_binary(flavor)
     started: list[ServerProc] = []
+    launches = itertools.count()  # per launch: see start_etcdlite
 
     def start(*args: str, peer_port: int | None = None) -> ServerProc:
-        n = len(started)
+        n = next(launches)
         sp = launch_real_etcd(flavor, binary, tmp_path / f"etcd-{n}.etcd",
                               tmp_path / f"etcd-{n}.log", *args, peer_port=peer_port)
         started.append(sp)
